@@ -1,0 +1,28 @@
+//! The storage engine: Kafka's on-disk format, byte for byte.
+//!
+//! A partition is a directory of segments; each segment is a `.log` file of v2 record batches
+//! plus a sparse `.index` (offset -> position) and `.timeindex` (timestamp -> offset).
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod loader;
+pub mod log;
+pub mod manager;
+pub mod record;
+pub mod segment;
+
+pub use config::LogConfig;
+pub use error::{EngineError, Result};
+pub use log::{AppendInfo, Log};
+pub use manager::LogManager;
+pub use record::{Compression, Header, NewRecord, Record, TimestampType};
+
+/// Milliseconds since the Unix epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

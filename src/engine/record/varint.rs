@@ -1,0 +1,1 @@
+//! Zigzag varints (protobuf style), as Kafka's record format uses them.

@@ -1,0 +1,1 @@
+//! The thin FUSE adapter: each `fuser::Filesystem` callback calls one function of [`crate::fs`].
