@@ -1,0 +1,237 @@
+//! Opening a partition directory: Kafka's `LogLoader`.
+//!
+//! After a clean stop (the marker of [`super::checkpoint`] is present) nothing is scanned:
+//! segments are opened by file length, their indexes lazily when first used, and the log end
+//! offset is read from the active segment's last index entry on.
+//!
+//! After an unclean stop every segment from the one holding the recovery point on is recovered:
+//! each batch's header, CRC and offsets are validated, the `.log` is truncated at the first
+//! invalid byte, the indexes are rebuilt, and every later segment is deleted (its data was never
+//! acknowledged as durable, and keeping it would leave a gap). Recovered data is then fsynced, so
+//! the recovery point moves to the log end.
+//!
+//! In both cases: temporary files (`*.tmp`, `*.cleaned`, `*.deleted`) are removed, and an
+//! index with no `.log` beside it is removed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use log::{info, warn};
+
+use super::checkpoint::{self, Checkpoint};
+use super::error::IoResultExt;
+use super::segment::{
+    parse_segment_file_name, remove_if_exists, LogSegment, SegmentParams, INDEX_SUFFIX,
+    LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use super::Result;
+
+/// Suffixes of files that are never live: leftovers of an interrupted write, clean or delete.
+const STRAY_SUFFIXES: [&str; 3] = [".tmp", ".cleaned", ".deleted"];
+
+/// A loaded partition directory.
+pub(crate) struct LoadedLog {
+    pub segments: BTreeMap<i64, LogSegment>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub recovery_point: i64,
+}
+
+pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
+    std::fs::create_dir_all(dir).at(dir)?;
+    let clean = checkpoint::has_clean_shutdown_marker(dir);
+    let checkpoint = match Checkpoint::read(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("{e}; recovering {} from its first segment", dir.display());
+            Checkpoint::default()
+        }
+    };
+    // From here on a crash must lead to recovery.
+    checkpoint::remove_clean_shutdown_marker(dir)?;
+
+    let mut log_bases = Vec::new();
+    let mut index_files = Vec::new();
+    for entry in std::fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if STRAY_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+            info!("removing stray file {}", path.display());
+            remove_if_exists(&path)?;
+        } else if let Some(base) = parse_segment_file_name(&name, LOG_SUFFIX) {
+            log_bases.push(base);
+        } else if let Some(base) = parse_segment_file_name(&name, INDEX_SUFFIX)
+            .or_else(|| parse_segment_file_name(&name, TIME_INDEX_SUFFIX))
+        {
+            index_files.push((base, path));
+        }
+    }
+    log_bases.sort_unstable();
+    for (base, path) in index_files {
+        if log_bases.binary_search(&base).is_err() {
+            warn!("removing index {} which has no .log", path.display());
+            remove_if_exists(&path)?;
+        }
+    }
+
+    let mut segments = BTreeMap::new();
+    for &base in &log_bases {
+        segments.insert(base, LogSegment::open(dir, base, params)?);
+    }
+
+    let recovered = !clean && !segments.is_empty();
+    if recovered {
+        recover_segments(dir, &mut segments, checkpoint.recovery_point)?;
+    }
+
+    let mut log_start_offset = checkpoint.log_start_offset;
+    if segments.is_empty() {
+        segments.insert(
+            log_start_offset,
+            LogSegment::create(dir, log_start_offset, params)?,
+        );
+    }
+    let (&first_base, _) = segments.first_key_value().expect("at least one segment");
+    log_start_offset = log_start_offset.max(first_base);
+
+    let active = segments.values_mut().next_back().expect("at least one segment");
+    active.make_active()?;
+    let mut log_end_offset = active.next_offset()?;
+    if log_start_offset > log_end_offset {
+        // Everything the log start offset promised is gone: start afresh there (Kafka's
+        // truncateFullyAndStartAt).
+        warn!(
+            "{}: log start offset {log_start_offset} is past the recovered log end {log_end_offset}; starting an empty log at {log_start_offset}",
+            dir.display()
+        );
+        for (_, segment) in std::mem::take(&mut segments) {
+            segment.delete()?;
+        }
+        let mut segment = LogSegment::create(dir, log_start_offset, params)?;
+        segment.make_active()?;
+        segments.insert(log_start_offset, segment);
+        log_end_offset = log_start_offset;
+    }
+
+    let recovery_point = if clean || recovered {
+        log_end_offset
+    } else {
+        checkpoint.recovery_point.min(log_end_offset)
+    };
+    if recovered {
+        Checkpoint {
+            recovery_point,
+            log_start_offset,
+        }
+        .write(dir)?;
+    }
+    if clean {
+        info!(
+            "{}: clean shutdown, skipped recovery (log end offset {log_end_offset})",
+            dir.display()
+        );
+    }
+    Ok(LoadedLog {
+        segments,
+        log_start_offset,
+        log_end_offset,
+        recovery_point,
+    })
+}
+
+/// Recovers every segment from the one holding `recovery_point` on.
+fn recover_segments(
+    dir: &Path,
+    segments: &mut BTreeMap<i64, LogSegment>,
+    recovery_point: i64,
+) -> Result<()> {
+    let first = segments
+        .range(..=recovery_point)
+        .next_back()
+        .map(|(&base, _)| base)
+        .unwrap_or_else(|| *segments.keys().next().expect("non-empty"));
+    let to_recover: Vec<i64> = segments.range(first..).map(|(&b, _)| b).collect();
+    let total_bytes: u64 = segments
+        .range(first..)
+        .map(|(_, s)| s.size() as u64)
+        .sum();
+    info!(
+        "{}: unclean shutdown; recovering {} segment(s), {} bytes, from offset {recovery_point}",
+        dir.display(),
+        to_recover.len(),
+        total_bytes
+    );
+    let mut done_bytes = 0u64;
+    let mut previous_next_offset: Option<i64> = None;
+    for (i, base) in to_recover.iter().copied().enumerate() {
+        let Some(mut segment) = segments.remove(&base) else {
+            continue;
+        };
+        let out_of_order = previous_next_offset.is_some_and(|next| base < next);
+        if out_of_order {
+            warn!(
+                "{}: segment {base} overlaps the previous segment; deleting it and all later ones",
+                dir.display()
+            );
+            delete_from(segments, base, segment)?;
+            break;
+        }
+        let outcome = segment.recover()?;
+        segment.flush()?;
+        done_bytes += outcome.valid_bytes as u64 + outcome.truncated_bytes;
+        info!(
+            "{}: recovered segment {base} ({}/{}): {} batches, {} bytes valid{} — {:.0}% done",
+            dir.display(),
+            i + 1,
+            to_recover.len(),
+            outcome.batches,
+            outcome.valid_bytes,
+            if outcome.truncated_bytes > 0 {
+                format!(", {} invalid bytes truncated", outcome.truncated_bytes)
+            } else {
+                String::new()
+            },
+            if total_bytes == 0 {
+                100.0
+            } else {
+                done_bytes as f64 * 100.0 / total_bytes as f64
+            }
+        );
+        let next = segment.next_offset()?;
+        let truncated = outcome.truncated_bytes > 0;
+        let is_last = i + 1 == to_recover.len();
+        segment.close_active()?;
+        segments.insert(base, segment);
+        previous_next_offset = Some(next);
+        if truncated && !is_last {
+            warn!(
+                "{}: deleting the segments after {base}, which follow invalid data",
+                dir.display()
+            );
+            let later: Vec<i64> = segments.range(base + 1..).map(|(&b, _)| b).collect();
+            for b in later {
+                if let Some(s) = segments.remove(&b) {
+                    s.delete()?;
+                }
+            }
+            break;
+        }
+    }
+    checkpoint::fsync_dir(dir)
+}
+
+fn delete_from(
+    segments: &mut BTreeMap<i64, LogSegment>,
+    base: i64,
+    segment: LogSegment,
+) -> Result<()> {
+    segment.delete()?;
+    let later: Vec<i64> = segments.range(base..).map(|(&b, _)| b).collect();
+    for b in later {
+        if let Some(s) = segments.remove(&b) {
+            s.delete()?;
+        }
+    }
+    Ok(())
+}

@@ -1,7 +1,52 @@
 //! Encoding and decoding of whole v2 record batches. See the module docs of
 //! [`crate::engine::record`] for the byte layout.
 
-use super::{Compression, NewRecord, Record, RecordError, TimestampType};
+use super::compression;
+use super::varint::{self, read_varint, read_varlong, VarintError};
+use super::{
+    Compression, Header, NewRecord, Record, RecordError, TimestampType, BATCH_HEADER_SIZE,
+    LOG_OVERHEAD, MAGIC_V2, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+};
+
+/// Byte position of `base_offset` in a batch.
+pub const BASE_OFFSET_OFFSET: usize = 0;
+/// Byte position of `batch_length`.
+pub const BATCH_LENGTH_OFFSET: usize = 8;
+/// Byte position of `partition_leader_epoch`.
+pub const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+/// Byte position of `magic`.
+pub const MAGIC_OFFSET: usize = 16;
+/// Byte position of `crc`.
+pub const CRC_OFFSET: usize = 17;
+/// Byte position of `attributes`, where the CRC-covered region starts.
+pub const ATTRIBUTES_OFFSET: usize = 21;
+/// Byte position of `last_offset_delta`.
+pub const LAST_OFFSET_DELTA_OFFSET: usize = 23;
+/// Byte position of `base_timestamp`.
+pub const BASE_TIMESTAMP_OFFSET: usize = 27;
+/// Byte position of `max_timestamp`.
+pub const MAX_TIMESTAMP_OFFSET: usize = 35;
+/// Byte position of `producer_id`.
+pub const PRODUCER_ID_OFFSET: usize = 43;
+/// Byte position of `producer_epoch`.
+pub const PRODUCER_EPOCH_OFFSET: usize = 51;
+/// Byte position of `base_sequence`.
+pub const BASE_SEQUENCE_OFFSET: usize = 53;
+/// Byte position of `records_count`.
+pub const RECORDS_COUNT_OFFSET: usize = 57;
+
+/// Attribute bits 0-2: the compression codec id.
+pub const COMPRESSION_CODEC_MASK: i16 = 0x07;
+/// Attribute bit 3: set when timestamps are `LogAppendTime`.
+pub const TIMESTAMP_TYPE_MASK: i16 = 0x08;
+/// Attribute bit 4: transactional batch.
+pub const TRANSACTIONAL_FLAG_MASK: i16 = 0x10;
+/// Attribute bit 5: control batch.
+pub const CONTROL_FLAG_MASK: i16 = 0x20;
+
+/// Smallest encoded record: a one-byte length, then attributes, timestamp delta, offset delta,
+/// key length, value length and header count, one byte each.
+const MIN_RECORD_SIZE: usize = 7;
 
 /// The fixed 61-byte header of a v2 batch, parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,26 +69,61 @@ pub struct BatchHeader {
 impl BatchHeader {
     /// Parses the header at the start of `buf` (at least 61 bytes), checking magic and that
     /// `batch_length` is at least the header's remainder. Does not check the CRC.
+    ///
+    /// When at least the 17 bytes up to `magic` are present and magic is not 2, the error is
+    /// [`RecordError::UnsupportedMagic`] (older message formats are shorter than 61 bytes).
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, RecordError> {
-        let _ = buf;
-        todo!()
+        if let Some(&magic) = buf.get(MAGIC_OFFSET) {
+            if magic as i8 != MAGIC_V2 {
+                return Err(RecordError::UnsupportedMagic(magic as i8));
+            }
+        }
+        let Some(h) = buf.first_chunk::<BATCH_HEADER_SIZE>() else {
+            return Err(RecordError::Truncated {
+                needed: BATCH_HEADER_SIZE,
+                available: buf.len(),
+            });
+        };
+        let header = BatchHeader {
+            base_offset: i64::from_be_bytes(field(h, BASE_OFFSET_OFFSET)),
+            batch_length: i32::from_be_bytes(field(h, BATCH_LENGTH_OFFSET)),
+            partition_leader_epoch: i32::from_be_bytes(field(h, PARTITION_LEADER_EPOCH_OFFSET)),
+            magic: h[MAGIC_OFFSET] as i8,
+            crc: u32::from_be_bytes(field(h, CRC_OFFSET)),
+            attributes: i16::from_be_bytes(field(h, ATTRIBUTES_OFFSET)),
+            last_offset_delta: i32::from_be_bytes(field(h, LAST_OFFSET_DELTA_OFFSET)),
+            base_timestamp: i64::from_be_bytes(field(h, BASE_TIMESTAMP_OFFSET)),
+            max_timestamp: i64::from_be_bytes(field(h, MAX_TIMESTAMP_OFFSET)),
+            producer_id: i64::from_be_bytes(field(h, PRODUCER_ID_OFFSET)),
+            producer_epoch: i16::from_be_bytes(field(h, PRODUCER_EPOCH_OFFSET)),
+            base_sequence: i32::from_be_bytes(field(h, BASE_SEQUENCE_OFFSET)),
+            records_count: i32::from_be_bytes(field(h, RECORDS_COUNT_OFFSET)),
+        };
+        if (header.batch_length as i64) < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i64 {
+            return Err(RecordError::InvalidBatchLength(header.batch_length));
+        }
+        Ok(header)
     }
     /// Offset of the last record: `base_offset + last_offset_delta`.
+    /// Wraps rather than overflows on a corrupt header, so callers validating offsets see a
+    /// wrong value instead of a panic.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset.wrapping_add(self.last_offset_delta as i64)
     }
     /// The offset after this batch.
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().wrapping_add(1)
     }
     /// Bytes the whole batch occupies in the log: 12 + `batch_length`.
     pub fn total_size(&self) -> usize {
         super::LOG_OVERHEAD + self.batch_length as usize
     }
+    /// The codec in attribute bits 0-2; ids 5-7 are [`RecordError::UnknownCompression`].
     pub fn compression(&self) -> Result<Compression, RecordError> {
         let id = (self.attributes & 0x07) as u8;
         Compression::from_id(id).ok_or(RecordError::UnknownCompression(id))
     }
+    /// The timestamp type in attribute bit 3.
     pub fn timestamp_type(&self) -> TimestampType {
         if self.attributes & 0x08 != 0 {
             TimestampType::LogAppendTime
@@ -51,9 +131,11 @@ impl BatchHeader {
             TimestampType::CreateTime
         }
     }
+    /// Attribute bit 4.
     pub fn is_transactional(&self) -> bool {
         self.attributes & 0x10 != 0
     }
+    /// Attribute bit 5.
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
@@ -72,6 +154,11 @@ pub struct DecodedBatch {
 /// `LogAppendTime` the batch's `max_timestamp` is `now_ms` and the attribute bit is set.
 /// `partition_leader_epoch` is 0; producer id/epoch/sequence are -1. Records get offset deltas
 /// 0..n. Errors only when `records` is empty or compression fails.
+///
+/// As in Kafka's `MemoryRecordsBuilder`, `base_timestamp` is the first record's timestamp (not
+/// the smallest) and deltas may be negative. Under `LogAppendTime` the records' own
+/// timestamps are not used, so `base_timestamp` is `now_ms` too and every delta is 0: then even
+/// a reader that ignores the timestamp-type bit reads the log append time.
 pub fn encode_batch(
     base_offset: i64,
     records: &[NewRecord],
@@ -79,25 +166,931 @@ pub fn encode_batch(
     timestamp_type: TimestampType,
     now_ms: i64,
 ) -> Result<Vec<u8>, RecordError> {
-    let _ = (base_offset, records, compression, timestamp_type, now_ms);
-    todo!()
+    let Some(first) = records.first() else {
+        return Err(RecordError::Empty);
+    };
+    let last_index = records.len() - 1;
+    let last_offset_delta =
+        i32::try_from(last_index).map_err(|_| RecordError::MalformedRecord {
+            index: last_index,
+            reason: format!("{} records do not fit one batch", records.len()),
+        })?;
+    let (base_timestamp, max_timestamp) = match timestamp_type {
+        TimestampType::CreateTime => {
+            let max = records
+                .iter()
+                .map(|r| r.timestamp.unwrap_or(now_ms))
+                .max()
+                .unwrap_or(now_ms);
+            (first.timestamp.unwrap_or(now_ms), max)
+        }
+        TimestampType::LogAppendTime => (now_ms, now_ms),
+    };
+
+    let records_estimate: usize = records.iter().map(estimated_record_size).sum();
+    let mut out;
+    if compression == Compression::None {
+        out = Vec::with_capacity(BATCH_HEADER_SIZE + records_estimate);
+        out.resize(BATCH_HEADER_SIZE, 0);
+        write_records(&mut out, records, timestamp_type, base_timestamp, now_ms)?;
+    } else {
+        let mut raw = Vec::with_capacity(records_estimate);
+        write_records(&mut raw, records, timestamp_type, base_timestamp, now_ms)?;
+        let compressed = compression::compress(compression, &raw)?;
+        out = Vec::with_capacity(BATCH_HEADER_SIZE + compressed.len());
+        out.resize(BATCH_HEADER_SIZE, 0);
+        out.extend_from_slice(&compressed);
+    }
+
+    let batch_length =
+        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| RecordError::MalformedRecord {
+            index: last_index,
+            reason: format!(
+                "batch of {} bytes exceeds the format's 2 GiB limit",
+                out.len()
+            ),
+        })?;
+    let mut attributes = compression as i16;
+    if timestamp_type == TimestampType::LogAppendTime {
+        attributes |= TIMESTAMP_TYPE_MASK;
+    }
+    let header = BatchHeader {
+        base_offset,
+        batch_length,
+        partition_leader_epoch: 0,
+        magic: MAGIC_V2,
+        crc: 0,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        base_sequence: NO_SEQUENCE,
+        records_count: last_offset_delta + 1,
+    };
+    write_header(&header, &mut out[..BATCH_HEADER_SIZE]);
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    debug_assert_eq!(verify_batch(&out).map(|h| h.crc), Ok(crc));
+    Ok(out)
 }
 
 /// Checks a whole batch (`buf` is exactly one batch): header, length and CRC-32C.
+///
+/// `buf` shorter than the batch's `batch_length` says is [`RecordError::Truncated`]; longer is
+/// [`RecordError::InvalidBatchLength`], since the caller sliced it by some other length.
 pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, RecordError> {
-    let _ = buf;
-    todo!()
+    let header = BatchHeader::parse(buf)?;
+    let total = header.total_size();
+    if buf.len() < total {
+        return Err(RecordError::Truncated {
+            needed: total,
+            available: buf.len(),
+        });
+    }
+    if buf.len() > total {
+        return Err(RecordError::InvalidBatchLength(header.batch_length));
+    }
+    let computed = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
+    if computed != header.crc {
+        return Err(RecordError::CrcMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(header)
 }
 
 /// Decodes one whole batch (`buf` is exactly one batch, as `verify_batch` takes), verifying
 /// its CRC, decompressing, and returning every record with absolute offsets and timestamps
 /// (under `LogAppendTime`, every record's timestamp is the batch's `max_timestamp`).
+///
+/// A batch with `records_count` 0 (Kafka keeps such batches after compaction) decodes to no
+/// records. Compressed records may expand to at most
+/// [`compression::MAX_DECOMPRESSED_BYTES`].
 pub fn decode_batch(buf: &[u8]) -> Result<DecodedBatch, RecordError> {
-    let _ = buf;
-    todo!()
+    let header = verify_batch(buf)?;
+    let codec = header.compression()?;
+    let section = &buf[BATCH_HEADER_SIZE..];
+    let records = if codec == Compression::None {
+        decode_records(&header, section)?
+    } else {
+        let raw = compression::decompress(codec, section)?;
+        decode_records(&header, &raw)?
+    };
+    Ok(DecodedBatch { header, records })
 }
 
 /// Overwrites the `base_offset` field of an encoded batch in place (not covered by the CRC).
+///
+/// Panics if `buf` is shorter than 8 bytes.
 pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
     buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// The `N` bytes of `h` at `at`.
+#[inline]
+fn field<const N: usize>(h: &[u8; BATCH_HEADER_SIZE], at: usize) -> [u8; N] {
+    let mut out = [0; N];
+    out.copy_from_slice(&h[at..at + N]);
+    out
+}
+
+/// Writes `header` into the first 61 bytes of a batch.
+fn write_header(header: &BatchHeader, out: &mut [u8]) {
+    let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
+    put(BASE_OFFSET_OFFSET, &header.base_offset.to_be_bytes());
+    put(BATCH_LENGTH_OFFSET, &header.batch_length.to_be_bytes());
+    put(
+        PARTITION_LEADER_EPOCH_OFFSET,
+        &header.partition_leader_epoch.to_be_bytes(),
+    );
+    put(MAGIC_OFFSET, &header.magic.to_be_bytes());
+    put(CRC_OFFSET, &header.crc.to_be_bytes());
+    put(ATTRIBUTES_OFFSET, &header.attributes.to_be_bytes());
+    put(
+        LAST_OFFSET_DELTA_OFFSET,
+        &header.last_offset_delta.to_be_bytes(),
+    );
+    put(BASE_TIMESTAMP_OFFSET, &header.base_timestamp.to_be_bytes());
+    put(MAX_TIMESTAMP_OFFSET, &header.max_timestamp.to_be_bytes());
+    put(PRODUCER_ID_OFFSET, &header.producer_id.to_be_bytes());
+    put(PRODUCER_EPOCH_OFFSET, &header.producer_epoch.to_be_bytes());
+    put(BASE_SEQUENCE_OFFSET, &header.base_sequence.to_be_bytes());
+    put(RECORDS_COUNT_OFFSET, &header.records_count.to_be_bytes());
+}
+
+fn estimated_record_size(r: &NewRecord) -> usize {
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len) + 4)
+        .sum();
+    r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len) + headers + 24
+}
+
+/// Appends every record, each framed by its varint length.
+fn write_records(
+    out: &mut Vec<u8>,
+    records: &[NewRecord],
+    timestamp_type: TimestampType,
+    base_timestamp: i64,
+    now_ms: i64,
+) -> Result<(), RecordError> {
+    for (index, record) in records.iter().enumerate() {
+        let timestamp_delta = match timestamp_type {
+            TimestampType::CreateTime => record
+                .timestamp
+                .unwrap_or(now_ms)
+                .wrapping_sub(base_timestamp),
+            TimestampType::LogAppendTime => 0,
+        };
+        // `encode_batch` checked that the count fits an i32.
+        write_record(out, index, record, index as i32, timestamp_delta)?;
+    }
+    Ok(())
+}
+
+fn write_record(
+    out: &mut Vec<u8>,
+    index: usize,
+    record: &NewRecord,
+    offset_delta: i32,
+    timestamp_delta: i64,
+) -> Result<(), RecordError> {
+    let too_long = |what: &str, len: usize| RecordError::MalformedRecord {
+        index,
+        reason: format!("{what} of {len} bytes exceeds the format's 2 GiB limit"),
+    };
+    let len_i32 = |what: &str, len: usize| i32::try_from(len).map_err(|_| too_long(what, len));
+    let nullable_size = |what: &str, b: &Option<Vec<u8>>| -> Result<usize, RecordError> {
+        Ok(match b {
+            None => 1,
+            Some(b) => varint::varint_size(len_i32(what, b.len())?) + b.len(),
+        })
+    };
+
+    let mut body_size = 1
+        + varint::varlong_size(timestamp_delta)
+        + varint::varint_size(offset_delta)
+        + nullable_size("key", &record.key)?
+        + nullable_size("value", &record.value)?
+        + varint::varint_size(len_i32("header count", record.headers.len())?);
+    for header in &record.headers {
+        body_size += varint::varint_size(len_i32("header key", header.key.len())?)
+            + header.key.len()
+            + nullable_size("header value", &header.value)?;
+    }
+    let body_len = len_i32("record", body_size)?;
+
+    let start = out.len();
+    out.reserve(varint::varint_size(body_len) + body_size);
+    varint::write_varint(out, body_len);
+    let body_start = out.len();
+    out.push(0); // record attributes: unused in v2
+    varint::write_varlong(out, timestamp_delta);
+    varint::write_varint(out, offset_delta);
+    write_nullable(out, record.key.as_deref());
+    write_nullable(out, record.value.as_deref());
+    varint::write_varint(out, record.headers.len() as i32);
+    for header in &record.headers {
+        varint::write_varint(out, header.key.len() as i32);
+        out.extend_from_slice(header.key.as_bytes());
+        write_nullable(out, header.value.as_deref());
+    }
+    debug_assert_eq!(out.len() - body_start, body_size, "record {index} size");
+    debug_assert!(out.len() > start);
+    Ok(())
+}
+
+/// Writes a varint length (-1 for null) and the bytes. Lengths were checked by the caller.
+fn write_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => varint::write_varint(out, -1),
+        Some(b) => {
+            varint::write_varint(out, b.len() as i32);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Decodes the (uncompressed) records section of a batch whose header is `header`.
+fn decode_records(header: &BatchHeader, mut rest: &[u8]) -> Result<Vec<Record>, RecordError> {
+    let declared = header.records_count;
+    let Ok(count) = usize::try_from(declared) else {
+        return Err(RecordError::RecordCountMismatch {
+            declared,
+            actual: 0,
+        });
+    };
+    let context = RecordContext {
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+        max_timestamp: header.max_timestamp,
+        timestamp_type: header.timestamp_type(),
+    };
+    // Never trust the declared count for the allocation: each record takes at least
+    // MIN_RECORD_SIZE bytes.
+    let mut records = Vec::with_capacity(count.min(rest.len() / MIN_RECORD_SIZE));
+    for index in 0..count {
+        if rest.is_empty() {
+            return Err(RecordError::RecordCountMismatch {
+                declared,
+                actual: index,
+            });
+        }
+        let mut cursor = Cursor { buf: rest, index };
+        let body_len = cursor.varint()?;
+        let body_len =
+            usize::try_from(body_len).map_err(|_| cursor.malformed("negative record length"))?;
+        let body = cursor.take(body_len, "record body")?;
+        rest = cursor.buf;
+        records.push(decode_record(&context, index, body)?);
+    }
+    if !rest.is_empty() {
+        return Err(RecordError::MalformedRecord {
+            index: count,
+            reason: format!("{} bytes after the {count} declared records", rest.len()),
+        });
+    }
+    Ok(records)
+}
+
+/// What every record of a batch takes from its header.
+struct RecordContext {
+    base_offset: i64,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    timestamp_type: TimestampType,
+}
+
+fn decode_record(ctx: &RecordContext, index: usize, body: &[u8]) -> Result<Record, RecordError> {
+    let mut c = Cursor { buf: body, index };
+    let _attributes = c.take(1, "attributes")?;
+    let timestamp_delta = c.varlong()?;
+    let offset_delta = c.varint()?;
+    let key = c.nullable_bytes("key")?;
+    let value = c.nullable_bytes("value")?;
+    let header_count = c.varint()?;
+    let header_count =
+        usize::try_from(header_count).map_err(|_| c.malformed("negative header count"))?;
+    // Each header takes at least 2 bytes (key length, value length).
+    let mut headers = Vec::with_capacity(header_count.min(c.buf.len() / 2));
+    for _ in 0..header_count {
+        let key_len = c.varint()?;
+        let key_len =
+            usize::try_from(key_len).map_err(|_| c.malformed("negative header key length"))?;
+        let key_bytes = c.take(key_len, "header key")?;
+        let key = std::str::from_utf8(key_bytes)
+            .map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?
+            .to_owned();
+        let value = c.nullable_bytes("header value")?;
+        headers.push(Header { key, value });
+    }
+    if !c.buf.is_empty() {
+        return Err(c.malformed(&format!(
+            "{} bytes left over inside the record",
+            c.buf.len()
+        )));
+    }
+    let timestamp = match ctx.timestamp_type {
+        TimestampType::CreateTime => ctx.base_timestamp.wrapping_add(timestamp_delta),
+        TimestampType::LogAppendTime => ctx.max_timestamp,
+    };
+    Ok(Record {
+        offset: ctx.base_offset.wrapping_add(offset_delta as i64),
+        timestamp,
+        timestamp_type: ctx.timestamp_type,
+        key,
+        value,
+        headers,
+    })
+}
+
+/// Reads the fields of record `index` from the front of `buf`.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    index: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn malformed(&self, reason: &str) -> RecordError {
+        RecordError::MalformedRecord {
+            index: self.index,
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn varint_error(&self, e: VarintError) -> RecordError {
+        RecordError::MalformedRecord {
+            index: self.index,
+            reason: e.to_string(),
+        }
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<i32, RecordError> {
+        let (value, used) = read_varint(self.buf).map_err(|e| self.varint_error(e))?;
+        self.buf = &self.buf[used..];
+        Ok(value)
+    }
+
+    #[inline]
+    fn varlong(&mut self) -> Result<i64, RecordError> {
+        let (value, used) = read_varlong(self.buf).map_err(|e| self.varint_error(e))?;
+        self.buf = &self.buf[used..];
+        Ok(value)
+    }
+
+    #[inline]
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], RecordError> {
+        if len > self.buf.len() {
+            return Err(self.malformed(&format!(
+                "{what} of {len} bytes but only {} left",
+                self.buf.len()
+            )));
+        }
+        let (taken, rest) = self.buf.split_at(len);
+        self.buf = rest;
+        Ok(taken)
+    }
+
+    /// A varint length (-1 = null) and that many bytes.
+    #[inline]
+    fn nullable_bytes(&mut self, what: &str) -> Result<Option<Vec<u8>>, RecordError> {
+        match self.varint()? {
+            -1 => Ok(None),
+            len if len < 0 => Err(self.malformed(&format!("{what} length {len}"))),
+            len => Ok(Some(self.take(len as usize, what)?.to_vec())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn header(key: &str, value: Option<&[u8]>) -> Header {
+        Header {
+            key: key.to_owned(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// A mix of every record shape: keys, null keys, tombstones, empty values, headers with
+    /// null values, explicit and default timestamps (out of order, so base != min).
+    fn sample_records() -> Vec<NewRecord> {
+        vec![
+            NewRecord {
+                key: Some(b"k1".to_vec()),
+                value: Some(b"v1".to_vec()),
+                headers: vec![],
+                timestamp: Some(NOW - 10),
+            },
+            NewRecord {
+                key: None,
+                value: Some(b"no key".to_vec()),
+                headers: vec![header("h", Some(b"x")), header("null-value", None)],
+                timestamp: Some(NOW - 500),
+            },
+            NewRecord {
+                key: Some(b"k1".to_vec()),
+                value: None,
+                headers: vec![],
+                timestamp: None,
+            },
+            NewRecord {
+                key: Some(Vec::new()),
+                value: Some(Vec::new()),
+                headers: vec![header("", Some(b""))],
+                timestamp: Some(NOW + 1000),
+            },
+            NewRecord::value(vec![0xab; 300]),
+        ]
+    }
+
+    fn expected(
+        base_offset: i64,
+        records: &[NewRecord],
+        timestamp_type: TimestampType,
+    ) -> Vec<Record> {
+        records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Record {
+                offset: base_offset + i as i64,
+                timestamp: match timestamp_type {
+                    TimestampType::CreateTime => r.timestamp.unwrap_or(NOW),
+                    TimestampType::LogAppendTime => NOW,
+                },
+                timestamp_type,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+            })
+            .collect()
+    }
+
+    fn be_i64(buf: &[u8], at: usize) -> i64 {
+        i64::from_be_bytes(buf[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn round_trips_every_codec_and_timestamp_type() {
+        let records = sample_records();
+        for codec in Compression::ALL {
+            for ts_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+                let buf = encode_batch(42, &records, codec, ts_type, NOW).unwrap();
+                let decoded = decode_batch(&buf).unwrap();
+                assert_eq!(
+                    decoded.records,
+                    expected(42, &records, ts_type),
+                    "{} {}",
+                    codec.name(),
+                    ts_type.name()
+                );
+                let h = decoded.header;
+                assert_eq!(h.compression(), Ok(codec));
+                assert_eq!(h.timestamp_type(), ts_type);
+                assert_eq!(h.base_offset, 42);
+                assert_eq!(h.last_offset(), 46);
+                assert_eq!(h.next_offset(), 47);
+                assert_eq!(h.records_count, 5);
+                assert_eq!(h.total_size(), buf.len());
+                assert!(!h.is_transactional() && !h.is_control());
+            }
+        }
+    }
+
+    #[test]
+    fn header_fields_follow_kafka() {
+        let records = sample_records();
+        let buf = encode_batch(
+            7,
+            &records,
+            Compression::None,
+            TimestampType::CreateTime,
+            NOW,
+        )
+        .unwrap();
+        let h = BatchHeader::parse(&buf).unwrap();
+        assert_eq!(h.partition_leader_epoch, 0);
+        assert_eq!(h.magic, MAGIC_V2);
+        assert_eq!(h.attributes, 0);
+        assert_eq!(h.producer_id, NO_PRODUCER_ID);
+        assert_eq!(h.producer_epoch, NO_PRODUCER_EPOCH);
+        assert_eq!(h.base_sequence, NO_SEQUENCE);
+        // Kafka's MemoryRecordsBuilder: base = first record's timestamp, max = the largest.
+        assert_eq!(h.base_timestamp, NOW - 10);
+        assert_eq!(h.max_timestamp, NOW + 1000);
+
+        let lat = encode_batch(
+            7,
+            &records,
+            Compression::Zstd,
+            TimestampType::LogAppendTime,
+            NOW,
+        )
+        .unwrap();
+        let h = BatchHeader::parse(&lat).unwrap();
+        assert_eq!(h.attributes, 0x08 | 4);
+        assert_eq!(h.max_timestamp, NOW);
+        assert_eq!(h.base_timestamp, NOW);
+    }
+
+    #[test]
+    fn header_field_positions_match_the_documented_layout() {
+        let records = vec![NewRecord::value("x"); 3];
+        let buf = encode_batch(
+            0x0102_0304_0506_0708,
+            &records,
+            Compression::Gzip,
+            TimestampType::LogAppendTime,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(BATCH_HEADER_SIZE, 61);
+        assert_eq!(be_i64(&buf, 0), 0x0102_0304_0506_0708);
+        assert_eq!(
+            i32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize,
+            buf.len() - 12
+        );
+        assert_eq!(&buf[12..16], &[0, 0, 0, 0]);
+        assert_eq!(buf[16], 2);
+        assert_eq!(
+            u32::from_be_bytes(buf[17..21].try_into().unwrap()),
+            crc32c::crc32c(&buf[21..])
+        );
+        assert_eq!(&buf[21..23], &[0x00, 0x09]);
+        assert_eq!(&buf[23..27], &[0, 0, 0, 2]);
+        assert_eq!(be_i64(&buf, 27), NOW);
+        assert_eq!(be_i64(&buf, 35), NOW);
+        assert_eq!(be_i64(&buf, 43), -1);
+        assert_eq!(&buf[51..53], &[0xff, 0xff]);
+        assert_eq!(&buf[53..57], &[0xff; 4]);
+        assert_eq!(&buf[57..61], &[0, 0, 0, 3]);
+        assert_eq!(&buf[61..63], &[0x1f, 0x8b], "gzip data starts the records");
+    }
+
+    #[test]
+    fn uncompressed_records_have_kafka_byte_layout() {
+        let records = vec![NewRecord {
+            key: Some(b"k".to_vec()),
+            value: None,
+            headers: vec![header("h", None)],
+            timestamp: Some(NOW + 1),
+        }];
+        let buf = encode_batch(
+            0,
+            &records,
+            Compression::None,
+            TimestampType::CreateTime,
+            NOW + 1,
+        )
+        .unwrap();
+        // length 9 (zigzag 18), attributes, ts delta 0, offset delta 0, key len 1 (2), "k",
+        // value len -1 (1), 1 header (2), key len 1 (2), "h", value len -1 (1).
+        assert_eq!(&buf[61..], &[18, 0, 0, 0, 2, b'k', 1, 2, 2, b'h', 1],);
+    }
+
+    #[test]
+    fn set_base_offset_keeps_the_crc_valid() {
+        let mut buf = encode_batch(
+            0,
+            &sample_records(),
+            Compression::Lz4,
+            TimestampType::CreateTime,
+            NOW,
+        )
+        .unwrap();
+        set_base_offset(&mut buf, 1000);
+        let decoded = decode_batch(&buf).unwrap();
+        assert_eq!(decoded.records[0].offset, 1000);
+        assert_eq!(decoded.records[4].offset, 1004);
+    }
+
+    #[test]
+    fn large_batches_round_trip() {
+        let records: Vec<NewRecord> = (0..5000)
+            .map(|i| NewRecord {
+                key: Some(format!("key-{}", i % 97).into_bytes()),
+                value: Some(format!("value number {i} ").repeat(i % 13 + 1).into_bytes()),
+                headers: vec![header("seq", Some(i.to_string().as_bytes()))],
+                timestamp: Some(NOW + (i as i64 * 7919) % 100_000 - 50_000),
+            })
+            .collect();
+        let big_value = vec![NewRecord::value(vec![7u8; 3 * 1024 * 1024])];
+        for codec in Compression::ALL {
+            let buf =
+                encode_batch(1 << 40, &records, codec, TimestampType::CreateTime, NOW).unwrap();
+            assert_eq!(
+                decode_batch(&buf).unwrap().records,
+                expected(1 << 40, &records, TimestampType::CreateTime),
+                "{}",
+                codec.name()
+            );
+            let buf = encode_batch(0, &big_value, codec, TimestampType::CreateTime, NOW).unwrap();
+            assert_eq!(
+                decode_batch(&buf).unwrap().records[0].value,
+                big_value[0].value
+            );
+        }
+    }
+
+    #[test]
+    fn empty_input_is_refused() {
+        assert_eq!(
+            encode_batch(0, &[], Compression::None, TimestampType::CreateTime, NOW),
+            Err(RecordError::Empty)
+        );
+    }
+
+    #[test]
+    fn crc_catches_every_single_bit_flip() {
+        for codec in [Compression::None, Compression::Snappy] {
+            let buf =
+                encode_batch(5, &sample_records(), codec, TimestampType::CreateTime, NOW).unwrap();
+            for byte in CRC_OFFSET..buf.len() {
+                for bit in 0..8 {
+                    let mut corrupt = buf.clone();
+                    corrupt[byte] ^= 1 << bit;
+                    let err = verify_batch(&corrupt).unwrap_err();
+                    assert!(
+                        matches!(err, RecordError::CrcMismatch { .. }),
+                        "flip of byte {byte} bit {bit}: {err:?}"
+                    );
+                    assert!(decode_batch(&corrupt).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parse_reports_why_a_header_is_invalid() {
+        let buf = encode_batch(
+            0,
+            &sample_records(),
+            Compression::None,
+            TimestampType::CreateTime,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            BatchHeader::parse(&buf[..60]),
+            Err(RecordError::Truncated {
+                needed: 61,
+                available: 60
+            })
+        );
+        let mut v1 = buf.clone();
+        v1[MAGIC_OFFSET] = 1;
+        assert_eq!(
+            BatchHeader::parse(&v1[..30]),
+            Err(RecordError::UnsupportedMagic(1))
+        );
+        let mut short = buf.clone();
+        short[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&48i32.to_be_bytes());
+        assert_eq!(
+            BatchHeader::parse(&short),
+            Err(RecordError::InvalidBatchLength(48))
+        );
+        assert_eq!(
+            verify_batch(&buf[..buf.len() - 1]),
+            Err(RecordError::Truncated {
+                needed: buf.len(),
+                available: buf.len() - 1
+            })
+        );
+        let mut long = buf.clone();
+        long.push(0);
+        assert!(matches!(
+            verify_batch(&long),
+            Err(RecordError::InvalidBatchLength(_))
+        ));
+    }
+
+    /// Re-signs a batch after a test edits it, so the decoder gets past the CRC.
+    fn fix_crc(buf: &mut [u8]) {
+        let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..]);
+        buf[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn record_count_must_match_the_records_present() {
+        let buf = encode_batch(
+            0,
+            &sample_records(),
+            Compression::None,
+            TimestampType::CreateTime,
+            NOW,
+        )
+        .unwrap();
+        for (declared, want) in [
+            (
+                6,
+                RecordError::RecordCountMismatch {
+                    declared: 6,
+                    actual: 5,
+                },
+            ),
+            (
+                -1,
+                RecordError::RecordCountMismatch {
+                    declared: -1,
+                    actual: 0,
+                },
+            ),
+        ] {
+            let mut b2 = buf.clone();
+            b2[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
+                .copy_from_slice(&(declared as i32).to_be_bytes());
+            fix_crc(&mut b2);
+            assert_eq!(decode_batch(&b2), Err(want));
+        }
+        let mut fewer = buf.clone();
+        fewer[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&4i32.to_be_bytes());
+        fix_crc(&mut fewer);
+        assert!(matches!(
+            decode_batch(&fewer),
+            Err(RecordError::MalformedRecord { index: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn empty_batch_decodes_to_no_records() {
+        // Kafka keeps batches emptied by compaction; they must read as zero records.
+        let buf = encode_batch(
+            0,
+            &[NewRecord::value("x")],
+            Compression::None,
+            TimestampType::CreateTime,
+            NOW,
+        )
+        .unwrap();
+        let mut empty = buf[..BATCH_HEADER_SIZE].to_vec();
+        empty[RECORDS_COUNT_OFFSET..].copy_from_slice(&0i32.to_be_bytes());
+        empty[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&49i32.to_be_bytes());
+        fix_crc(&mut empty);
+        assert_eq!(decode_batch(&empty).unwrap().records, vec![]);
+    }
+
+    #[test]
+    fn malformed_records_are_typed_errors() {
+        let one = |key: &str| {
+            encode_batch(
+                0,
+                &[NewRecord {
+                    headers: vec![header(key, Some(b"v"))],
+                    ..NewRecord::value("x")
+                }],
+                Compression::None,
+                TimestampType::CreateTime,
+                NOW,
+            )
+            .unwrap()
+        };
+        let mut bad_key = one("é");
+        let at = bad_key.len() - 5; // the header key's bytes: 0xc3 0xa9
+        assert_eq!(&bad_key[at..at + 2], "é".as_bytes());
+        bad_key[at] = 0xff;
+        fix_crc(&mut bad_key);
+        assert_eq!(
+            decode_batch(&bad_key),
+            Err(RecordError::HeaderKeyNotUtf8 { index: 0 })
+        );
+
+        let mut bad_codec = one("k");
+        bad_codec[ATTRIBUTES_OFFSET + 1] |= 0x07;
+        fix_crc(&mut bad_codec);
+        assert_eq!(
+            decode_batch(&bad_codec),
+            Err(RecordError::UnknownCompression(7))
+        );
+
+        let mut bad_length = one("k");
+        bad_length[BATCH_HEADER_SIZE] = 0x7f; // record length -64
+        fix_crc(&mut bad_length);
+        assert!(matches!(
+            decode_batch(&bad_length),
+            Err(RecordError::MalformedRecord { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn compressed_garbage_is_a_decompression_error() {
+        let buf = encode_batch(
+            0,
+            &sample_records(),
+            Compression::Zstd,
+            TimestampType::CreateTime,
+            NOW,
+        )
+        .unwrap();
+        let mut corrupt = buf.clone();
+        corrupt[BATCH_HEADER_SIZE] ^= 0xff; // zstd magic
+        fix_crc(&mut corrupt);
+        assert!(matches!(
+            decode_batch(&corrupt),
+            Err(RecordError::Decompression { codec: "zstd", .. })
+        ));
+    }
+
+    fn arb_new_record() -> impl Strategy<Value = NewRecord> {
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40));
+        (
+            bytes(),
+            bytes(),
+            proptest::collection::vec((".{0,8}", bytes()), 0..3),
+            proptest::option::of(any::<i64>()),
+        )
+            .prop_map(|(key, value, headers, timestamp)| NewRecord {
+                key,
+                value,
+                headers: headers
+                    .into_iter()
+                    .map(|(key, value)| Header { key, value })
+                    .collect(),
+                timestamp,
+            })
+    }
+
+    fn arb_codec() -> impl Strategy<Value = Compression> {
+        proptest::sample::select(Compression::ALL.to_vec())
+    }
+
+    fn arb_timestamp_type() -> impl Strategy<Value = TimestampType> {
+        prop_oneof![
+            Just(TimestampType::CreateTime),
+            Just(TimestampType::LogAppendTime)
+        ]
+    }
+
+    /// Every entry point on `bytes`; none may panic, and agreement between them is checked.
+    fn exercise(bytes: &[u8]) {
+        let parsed = BatchHeader::parse(bytes);
+        let verified = verify_batch(bytes);
+        let decoded = decode_batch(bytes);
+        if let Ok(h) = verified {
+            assert_eq!(parsed, Ok(h));
+        }
+        if let Ok(d) = decoded {
+            assert_eq!(verified, Ok(d.header));
+            assert!(d.records.len() <= bytes.len() / MIN_RECORD_SIZE);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_records_round_trip(
+            base_offset in 0i64..1 << 50,
+            records in proptest::collection::vec(arb_new_record(), 1..20),
+            codec in arb_codec(),
+            ts_type in arb_timestamp_type(),
+        ) {
+            let buf = encode_batch(base_offset, &records, codec, ts_type, NOW).unwrap();
+            let decoded = decode_batch(&buf).unwrap();
+            prop_assert_eq!(decoded.records, expected(base_offset, &records, ts_type));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            exercise(&bytes);
+            // Same bytes behind a plausible header, so the record parser sees them too.
+            let mut framed = encode_batch(0, &[NewRecord::value("x")], Compression::None,
+                TimestampType::CreateTime, NOW).unwrap();
+            framed.truncate(BATCH_HEADER_SIZE);
+            framed.extend_from_slice(&bytes);
+            let len = (framed.len() - LOG_OVERHEAD) as i32;
+            framed[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&len.to_be_bytes());
+            fix_crc(&mut framed);
+            exercise(&framed);
+        }
+
+        #[test]
+        fn mutated_batches_never_panic(
+            records in proptest::collection::vec(arb_new_record(), 1..6),
+            codec in arb_codec(),
+            ts_type in arb_timestamp_type(),
+            mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            truncate_to in proptest::option::of(any::<prop::sample::Index>()),
+            resign in any::<bool>(),
+        ) {
+            let mut buf = encode_batch(0, &records, codec, ts_type, NOW).unwrap();
+            for (at, byte) in mutations {
+                let i = at.index(buf.len());
+                buf[i] = byte;
+            }
+            if resign && buf.len() > ATTRIBUTES_OFFSET {
+                fix_crc(&mut buf);
+            }
+            if let Some(t) = truncate_to {
+                buf.truncate(t.index(buf.len() + 1));
+            }
+            exercise(&buf);
+        }
+    }
 }
