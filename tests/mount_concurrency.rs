@@ -22,18 +22,16 @@ fn line(w: usize, n: usize) -> String {
 
 /// Parses and checks one line; returns (writer, n).
 fn parse(l: &str) -> (usize, usize) {
-    let bad = || panic!("torn or interleaved line {l:?}");
-    let rest = l.strip_prefix('w').unwrap_or_else(bad);
-    let (w, rest) = rest.split_once('-').unwrap_or_else(bad);
-    let (n, _) = rest.split_once('-').unwrap_or_else(bad);
-    let (w, n): (usize, usize) = (
-        w.parse().unwrap_or_else(|_| bad()),
-        n.parse().unwrap_or_else(|_| bad()),
-    );
-    if w >= WRITERS || n >= LINES_PER_WRITER || l != line(w, n) {
-        bad();
+    let parsed = (|| {
+        let rest = l.strip_prefix('w')?;
+        let (w, rest) = rest.split_once('-')?;
+        let (n, _) = rest.split_once('-')?;
+        Some((w.parse::<usize>().ok()?, n.parse::<usize>().ok()?))
+    })();
+    match parsed {
+        Some((w, n)) if w < WRITERS && n < LINES_PER_WRITER && l == line(w, n) => (w, n),
+        _ => panic!("torn or interleaved line {l:?}"),
     }
-    (w, n)
 }
 
 /// Checks one snapshot of `log`: whole lines only, each writer's lines in its write order

@@ -203,6 +203,23 @@ impl Mount {
         }
     }
 
+    /// Waits for a daemon that stops by itself (after SIGTERM); returns its exit status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        match wait_timeout(&mut child, EXIT_TIMEOUT) {
+            Some(status) => {
+                force_unmount(&self.mnt);
+                status
+            }
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                force_unmount(&self.mnt);
+                panic!("daemon did not exit within {EXIT_TIMEOUT:?}");
+            }
+        }
+    }
+
     /// Kills the daemon with SIGKILL (no chance to flush) and removes the dead mount.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("daemon running");
@@ -543,4 +560,29 @@ impl Drop for Follower {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The compression codec bits (attributes & 7: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd) of
+/// every record batch in a Kafka v2 `.log` file, walking batch by batch.
+pub fn batch_compressions(log: &[u8]) -> Vec<u16> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    // baseOffset(8) batchLength(4) partitionLeaderEpoch(4) magic(1) crc(4) attributes(2)
+    while pos + 23 <= log.len() {
+        let len = i32::from_be_bytes(log[pos + 8..pos + 12].try_into().unwrap());
+        if len <= 0 {
+            break;
+        }
+        out.push(u16::from_be_bytes(log[pos + 21..pos + 23].try_into().unwrap()) & 7);
+        pos += 12 + len as usize;
+    }
+    out
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

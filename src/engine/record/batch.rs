@@ -752,9 +752,9 @@ mod tests {
             NOW + 1,
         )
         .unwrap();
-        // length 9 (zigzag 18), attributes, ts delta 0, offset delta 0, key len 1 (2), "k",
+        // length 10 (zigzag 20), attributes, ts delta 0, offset delta 0, key len 1 (2), "k",
         // value len -1 (1), 1 header (2), key len 1 (2), "h", value len -1 (1).
-        assert_eq!(&buf[61..], &[18, 0, 0, 0, 2, b'k', 1, 2, 2, b'h', 1],);
+        assert_eq!(&buf[61..], &[20, 0, 0, 0, 2, b'k', 1, 2, 2, b'h', 1]);
     }
 
     #[test]
@@ -891,7 +891,7 @@ mod tests {
         .unwrap();
         for (declared, want) in [
             (
-                6,
+                6i32,
                 RecordError::RecordCountMismatch {
                     declared: 6,
                     actual: 5,
@@ -907,7 +907,7 @@ mod tests {
         ] {
             let mut b2 = buf.clone();
             b2[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4]
-                .copy_from_slice(&(declared as i32).to_be_bytes());
+                .copy_from_slice(&declared.to_be_bytes());
             fix_crc(&mut b2);
             assert_eq!(decode_batch(&b2), Err(want));
         }
@@ -954,7 +954,7 @@ mod tests {
             .unwrap()
         };
         let mut bad_key = one("é");
-        let at = bad_key.len() - 5; // the header key's bytes: 0xc3 0xa9
+        let at = bad_key.len() - 4; // header key 0xc3 0xa9, then value length and "v"
         assert_eq!(&bad_key[at..at + 2], "é".as_bytes());
         bad_key[at] = 0xff;
         fix_crc(&mut bad_key);

@@ -37,7 +37,10 @@ pub mod batch;
 pub mod compression;
 pub mod varint;
 
-pub use batch::{decode_batch, encode_batch, BatchHeader, DecodedBatch};
+pub use batch::{
+    decode_batch, encode_batch, set_base_offset, verify_batch, BatchHeader, DecodedBatch,
+};
+pub use compression::MAX_DECOMPRESSED_BYTES;
 
 /// Bytes in a v2 batch header, before the records.
 pub const BATCH_HEADER_SIZE: usize = 61;
@@ -45,9 +48,11 @@ pub const BATCH_HEADER_SIZE: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 /// The only batch format this engine writes and reads.
 pub const MAGIC_V2: i8 = 2;
-/// `producer_id` / `producer_epoch` / `base_sequence` when there is no idempotent producer.
+/// `producer_id` when there is no idempotent producer.
 pub const NO_PRODUCER_ID: i64 = -1;
+/// `producer_epoch` when there is no idempotent producer.
 pub const NO_PRODUCER_EPOCH: i16 = -1;
+/// `base_sequence` when there is no idempotent producer.
 pub const NO_SEQUENCE: i32 = -1;
 
 /// Which clock a batch's timestamps come from (attribute bit 3).
@@ -60,6 +65,7 @@ pub enum TimestampType {
 }
 
 impl TimestampType {
+    /// Kafka's name for the type, as `message.timestamp.type` spells it.
     pub fn name(self) -> &'static str {
         match self {
             TimestampType::CreateTime => "CreateTime",
@@ -79,6 +85,7 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Kafka's name for the codec, as `compression.type` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Compression::None => "none",
@@ -89,6 +96,7 @@ impl Compression {
         }
     }
 
+    /// The codec with Kafka's id `id` (attribute bits 0-2), if there is one.
     pub fn from_id(id: u8) -> Option<Compression> {
         Some(match id {
             0 => Compression::None,
@@ -100,6 +108,7 @@ impl Compression {
         })
     }
 
+    /// Every codec, in id order.
     pub const ALL: [Compression; 5] = [
         Compression::None,
         Compression::Gzip,

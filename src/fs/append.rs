@@ -1,0 +1,174 @@
+//! Turning bytes written to `append` / `append.jsonl` into records.
+//!
+//! Each `write()` contributes its complete lines as one batch; the unterminated remainder is
+//! kept per open file ([`PendingLine`]) and joined with the next write, or appended as a record
+//! of its own on close. When a write fails (bad JSON, a record too large), nothing of it is
+//! appended and the pending remainder is discarded too, so the file continues from a clean
+//! line boundary.
+
+use crate::engine::NewRecord;
+use crate::fs::error::{FsError, FsResult};
+use crate::fs::json::parse_record_line;
+
+/// How lines of an append file become records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendFormat {
+    /// One record per line; the line (without `\n`) is the value.
+    Lines,
+    /// One record per JSON line; blank lines are skipped.
+    Jsonl,
+}
+
+/// The unterminated tail of an open append file.
+#[derive(Debug, Default)]
+pub struct PendingLine {
+    bytes: Vec<u8>,
+}
+
+impl PendingLine {
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes = Vec::new();
+    }
+
+    /// Splits one write into the records of its complete lines (joined with the pending tail)
+    /// and the new tail. Nothing changes on error; the caller commits with [`Self::commit`]
+    /// once the records are appended.
+    pub fn split(&self, data: &[u8], format: AppendFormat) -> FsResult<Split> {
+        let Some(last_newline) = data.iter().rposition(|b| *b == b'\n') else {
+            return Ok(Split {
+                records: Vec::new(),
+                tail_start: 0,
+            });
+        };
+        let mut records = Vec::new();
+        let mut start = 0;
+        let newlines = data[..=last_newline].iter().enumerate();
+        for (i, _) in newlines.filter(|(_, b)| **b == b'\n') {
+            let piece = &data[start..i];
+            let line = if start == 0 && !self.bytes.is_empty() {
+                let mut joined = Vec::with_capacity(self.bytes.len() + piece.len());
+                joined.extend_from_slice(&self.bytes);
+                joined.extend_from_slice(piece);
+                joined
+            } else {
+                piece.to_vec()
+            };
+            if let Some(record) = line_to_record(line, format)? {
+                records.push(record);
+            }
+            start = i + 1;
+        }
+        Ok(Split {
+            records,
+            tail_start: last_newline + 1,
+        })
+    }
+
+    /// Makes the tail of `data` (from `split.tail_start`) the pending line.
+    pub fn commit(&mut self, data: &[u8], split: &Split) {
+        if split.tail_start == 0 {
+            self.bytes.extend_from_slice(data);
+        } else {
+            self.bytes = data[split.tail_start..].to_vec();
+        }
+    }
+
+    /// The pending line as a record for close, emptying it.
+    pub fn take_record(&mut self, format: AppendFormat) -> FsResult<Option<NewRecord>> {
+        let line = std::mem::take(&mut self.bytes);
+        if line.is_empty() {
+            return Ok(None);
+        }
+        line_to_record(line, format)
+    }
+}
+
+/// The records of one write and where its unterminated tail starts.
+#[derive(Debug)]
+pub struct Split {
+    pub records: Vec<NewRecord>,
+    pub tail_start: usize,
+}
+
+fn line_to_record(line: Vec<u8>, format: AppendFormat) -> FsResult<Option<NewRecord>> {
+    match format {
+        AppendFormat::Lines => Ok(Some(NewRecord::value(line))),
+        AppendFormat::Jsonl => {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(None);
+            }
+            parse_record_line(&line)
+                .map(Some)
+                .map_err(|reason| FsError::invalid(format!("append.jsonl: {reason}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(split: &Split) -> Vec<String> {
+        split
+            .records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn complete_lines_and_tail() {
+        let mut p = PendingLine::default();
+        let data = b"a\nbb\ncc";
+        let s = p.split(data, AppendFormat::Lines).unwrap();
+        assert_eq!(values(&s), ["a", "bb"]);
+        p.commit(data, &s);
+        assert_eq!(p.len(), 2);
+        let data = b"c\n\nd";
+        let s = p.split(data, AppendFormat::Lines).unwrap();
+        assert_eq!(values(&s), ["ccc", ""]);
+        p.commit(data, &s);
+        let tail = p.take_record(AppendFormat::Lines).unwrap().unwrap();
+        assert_eq!(tail.value.unwrap(), b"d");
+        assert!(p.is_empty());
+        assert!(p.take_record(AppendFormat::Lines).unwrap().is_none());
+    }
+
+    #[test]
+    fn partial_writes_accumulate() {
+        let mut p = PendingLine::default();
+        for piece in [&b"he"[..], b"ll", b"o"] {
+            let s = p.split(piece, AppendFormat::Lines).unwrap();
+            assert!(s.records.is_empty());
+            p.commit(piece, &s);
+        }
+        let s = p.split(b"\r\n", AppendFormat::Lines).unwrap();
+        assert_eq!(values(&s), ["hello\r"], "only the newline is stripped");
+    }
+
+    #[test]
+    fn jsonl_lines_parse_and_bad_lines_change_nothing() {
+        let mut p = PendingLine::default();
+        let first = br#"{"value":"#;
+        let s = p.split(first, AppendFormat::Jsonl).unwrap();
+        p.commit(first, &s);
+        let data = b"\"v\"}\n\n  \n{\"value\":null,\"key\":\"k\"}\n";
+        let s = p.split(data, AppendFormat::Jsonl).unwrap();
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(s.records[1].value, None);
+        let bad = b"{\"value\":\"ok\"}\n{nope}\n";
+        assert!(matches!(
+            p.split(bad, AppendFormat::Jsonl),
+            Err(FsError::InvalidInput(_))
+        ));
+        assert_eq!(p.len(), first.len(), "pending unchanged by a failed split");
+    }
+}

@@ -1,0 +1,471 @@
+//! The byte mapping behind `log`, `log.jsonl` and `from/<offset>`: a view is the concatenation
+//! of every record's rendering (value + `\n`, or a JSON line) from a start offset on.
+//!
+//! A [`ViewMap`] serves one (partition, view kind, generation). It keeps sparse checkpoints,
+//! `(offset, position)` pairs saying "the record at `offset` starts at byte `position` of the
+//! view", one at least every [`CHECKPOINT_INTERVAL_BYTES`] of view bytes, plus the view's
+//! current end. It is built incrementally: each [`ViewMap::len`] decodes only the batches
+//! appended since the last call, so the cost of following a growing log is proportional to
+//! what was appended, and the whole log is decoded at most once per map.
+//!
+//! A read at byte `p` binary-searches the checkpoints for the last one at or before `p` and
+//! decodes forward from there: O(log n) plus a scan bounded by the checkpoint interval (plus
+//! one batch). Sequential readers pass back a [`Cursor`] so the next read starts where the
+//! previous one stopped instead of at the checkpoint.
+//!
+//! Positions never move within a generation: records are only appended, and records below the
+//! generation's start are never part of it. The generation is the log start offset at the
+//! time the view was looked up; the engine's `read_batches` keeps serving batches below the
+//! log start while their segment files exist, so readers of an old generation keep their
+//! coordinates after a `delete-records`. If those files are gone, reads fail with
+//! [`FsError::Gone`] rather than returning wrong bytes.
+//!
+//! Thread-safety: the map's state is behind one `Mutex`; decoding for a read happens outside
+//! it (only the checkpoint lookup is under the lock), while extension holds it so that two
+//! concurrent extenders cannot both append the same records.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::engine::record::decode_batch;
+use crate::engine::{Log, Record};
+use crate::fs::error::{FsError, FsResult};
+use crate::fs::json::write_record_json;
+use crate::fs::node::ViewKind;
+
+/// View bytes between checkpoints: bounds the forward scan of a read.
+pub const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
+/// Batch bytes asked of the engine per call while scanning.
+const SCAN_CHUNK_BYTES: usize = 256 * 1024;
+/// `from/<offset>` start positions remembered per map.
+const FROM_POSITION_CACHE: usize = 1024;
+
+/// "The record at `offset` starts at byte `position`."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub offset: i64,
+    pub position: u64,
+}
+
+#[derive(Debug)]
+struct MapState {
+    /// Sorted by offset and by position; the first is `(generation, 0)`.
+    checkpoints: Vec<Cursor>,
+    /// The first offset not yet mapped.
+    next_offset: i64,
+    /// The view's length up to `next_offset`.
+    total_bytes: u64,
+    bytes_since_checkpoint: u64,
+    from_positions: HashMap<i64, u64>,
+}
+
+/// The position map of one (partition, view kind, generation). See the module docs.
+pub struct ViewMap {
+    log: Arc<Log>,
+    kind: ViewKind,
+    generation: i64,
+    state: Mutex<MapState>,
+}
+
+impl std::fmt::Debug for ViewMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewMap")
+            .field("log", &self.log.dir())
+            .field("kind", &self.kind)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// Bytes of `record` in a view of `kind`. `scratch` is reused for JSON rendering.
+fn rendered_len(kind: ViewKind, record: &Record, scratch: &mut Vec<u8>) -> u64 {
+    match kind {
+        ViewKind::Log => record.value.as_ref().map_or(0, Vec::len) as u64 + 1,
+        ViewKind::Jsonl => {
+            scratch.clear();
+            write_record_json(record, scratch);
+            scratch.len() as u64 + 1
+        }
+    }
+}
+
+/// Copies the part of `record`'s rendering that falls in view bytes `[from, to)` to `out`,
+/// the record starting at view byte `record_start`.
+fn copy_rendered(
+    kind: ViewKind,
+    record: &Record,
+    record_start: u64,
+    from: u64,
+    to: u64,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> u64 {
+    let empty = Vec::new();
+    let (body, newline): (&[u8], &[u8]) = match kind {
+        ViewKind::Log => (record.value.as_ref().unwrap_or(&empty), b"\n"),
+        ViewKind::Jsonl => {
+            scratch.clear();
+            write_record_json(record, scratch);
+            (scratch.as_slice(), b"\n")
+        }
+    };
+    let len = (body.len() + newline.len()) as u64;
+    let lo = from.saturating_sub(record_start).min(len) as usize;
+    let hi = to.saturating_sub(record_start).min(len) as usize;
+    for (piece_start, piece) in [(0usize, body), (body.len(), newline)] {
+        let a = lo.max(piece_start);
+        let b = hi.min(piece_start + piece.len());
+        if a < b {
+            out.extend_from_slice(&piece[a - piece_start..b - piece_start]);
+        }
+    }
+    len
+}
+
+impl ViewMap {
+    pub fn new(log: Arc<Log>, kind: ViewKind, generation: i64) -> ViewMap {
+        ViewMap {
+            log,
+            kind,
+            generation,
+            state: Mutex::new(MapState {
+                checkpoints: vec![Cursor {
+                    offset: generation,
+                    position: 0,
+                }],
+                next_offset: generation,
+                total_bytes: 0,
+                bytes_since_checkpoint: 0,
+                from_positions: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn kind(&self) -> ViewKind {
+        self.kind
+    }
+
+    pub fn generation(&self) -> i64 {
+        self.generation
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MapState> {
+        // A panic while holding the lock leaves a map that is at worst incomplete: every
+        // field is updated record by record, so the state is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decodes records from `start` on, calling `visit` for each record with offset >=
+    /// `start` until it returns false. Returns the offset after the last batch that was fully
+    /// visited (so a caller can skip trailing gaps left by compaction).
+    fn scan(&self, start: i64, mut visit: impl FnMut(&Record) -> bool) -> FsResult<i64> {
+        let mut offset = start;
+        loop {
+            let batches = self.log.read_batches(offset, SCAN_CHUNK_BYTES)?;
+            let mut progressed = false;
+            for fetched in batches {
+                let next = fetched.header.next_offset();
+                if next <= offset {
+                    continue;
+                }
+                let decoded = decode_batch(&fetched.bytes).map_err(crate::engine::EngineError::from)?;
+                for record in decoded.records.iter().filter(|r| r.offset >= offset) {
+                    if !visit(record) {
+                        return Ok(offset);
+                    }
+                }
+                offset = next;
+                progressed = true;
+            }
+            if !progressed {
+                return Ok(offset);
+            }
+        }
+    }
+
+    /// Maps every record up to the current log end and returns the view's length in bytes.
+    pub fn len(&self) -> FsResult<u64> {
+        let mut state = self.lock();
+        let log_end_offset = self.log.log_end_offset();
+        if state.next_offset >= log_end_offset {
+            return Ok(state.total_bytes);
+        }
+        let kind = self.kind;
+        let mut scratch = Vec::new();
+        let start = state.next_offset;
+        let st = &mut *state;
+        let batch_end = self.scan(start, |record| {
+            if record.offset >= log_end_offset {
+                return false;
+            }
+            if st.bytes_since_checkpoint >= CHECKPOINT_INTERVAL_BYTES {
+                st.checkpoints.push(Cursor {
+                    offset: record.offset,
+                    position: st.total_bytes,
+                });
+                st.bytes_since_checkpoint = 0;
+            }
+            let len = rendered_len(kind, record, &mut scratch);
+            st.total_bytes += len;
+            st.bytes_since_checkpoint += len;
+            st.next_offset = record.offset + 1;
+            true
+        })?;
+        // Offsets with no record (compacted away) at the end of a fully visited batch.
+        st.next_offset = st.next_offset.max(batch_end.min(log_end_offset));
+        Ok(st.total_bytes)
+    }
+
+    /// The view position where the first record with offset >= `offset` starts (the view's
+    /// end if there is none yet). `offset` must be >= the generation.
+    pub fn position_of(&self, offset: i64) -> FsResult<u64> {
+        let total = self.len()?;
+        let (start, next_offset) = {
+            let state = self.lock();
+            if let Some(position) = state.from_positions.get(&offset) {
+                return Ok(*position);
+            }
+            let i = state.checkpoints.partition_point(|c| c.offset <= offset);
+            (state.checkpoints[i.saturating_sub(1)], state.next_offset)
+        };
+        if offset >= next_offset {
+            return Ok(total);
+        }
+        let mut position = start.position;
+        let mut scratch = Vec::new();
+        let kind = self.kind;
+        self.scan(start.offset, |record| {
+            if record.offset >= offset {
+                return false;
+            }
+            position += rendered_len(kind, record, &mut scratch);
+            true
+        })?;
+        let position = position.min(total);
+        let mut state = self.lock();
+        if state.from_positions.len() >= FROM_POSITION_CACHE {
+            state.from_positions.clear();
+        }
+        state.from_positions.insert(offset, position);
+        Ok(position)
+    }
+
+    /// Reads up to `size` bytes at view byte `position`. `hint` is where a previous read of
+    /// the same reader stopped; the returned cursor is the hint for the next read.
+    pub fn read(
+        &self,
+        position: u64,
+        size: usize,
+        hint: Option<Cursor>,
+    ) -> FsResult<(Vec<u8>, Option<Cursor>)> {
+        let total = self.len()?;
+        if position >= total || size == 0 {
+            return Ok((Vec::new(), hint));
+        }
+        let end = total.min(position + size as u64);
+        let checkpoint = {
+            let state = self.lock();
+            let i = state.checkpoints.partition_point(|c| c.position <= position);
+            state.checkpoints[i.saturating_sub(1)]
+        };
+        let start = match hint {
+            Some(h) if h.position <= position && h.position >= checkpoint.position => h,
+            _ => checkpoint,
+        };
+        let mut out = Vec::with_capacity((end - position) as usize);
+        let mut scratch = Vec::new();
+        let mut record_start = start.position;
+        let mut first = true;
+        let mut gone = false;
+        let mut last = None;
+        let kind = self.kind;
+        self.scan(start.offset, |record| {
+            if first {
+                first = false;
+                // A cursor always names a record that exists in this generation; another
+                // first record means its segment has been deleted since.
+                if record.offset != start.offset {
+                    gone = true;
+                    return false;
+                }
+            }
+            let len = copy_rendered(
+                kind,
+                record,
+                record_start,
+                position,
+                end,
+                &mut scratch,
+                &mut out,
+            );
+            last = Some(Cursor {
+                offset: record.offset,
+                position: record_start,
+            });
+            record_start += len;
+            record_start < end
+        })?;
+        if gone || (first && out.len() < (end - position) as usize) {
+            return Err(FsError::Gone(format!(
+                "records from offset {} of generation {} of {}",
+                start.offset,
+                self.generation,
+                self.log.dir().display()
+            )));
+        }
+        Ok((out, last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{LogConfig, NewRecord, TimestampType};
+
+    fn record(offset: i64, value: Option<&[u8]>) -> Record {
+        Record {
+            offset,
+            timestamp: 0,
+            timestamp_type: TimestampType::CreateTime,
+            key: None,
+            value: value.map(<[u8]>::to_vec),
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn copy_rendered_slices_value_and_newline() {
+        let r = record(3, Some(b"abc"));
+        let mut scratch = Vec::new();
+        let mut out = Vec::new();
+        assert_eq!(copy_rendered(ViewKind::Log, &r, 10, 0, 100, &mut scratch, &mut out), 4);
+        assert_eq!(out, b"abc\n");
+        out.clear();
+        copy_rendered(ViewKind::Log, &r, 10, 11, 14, &mut scratch, &mut out);
+        assert_eq!(out, b"bc\n");
+        out.clear();
+        copy_rendered(ViewKind::Log, &r, 10, 13, 20, &mut scratch, &mut out);
+        assert_eq!(out, b"\n");
+        out.clear();
+        copy_rendered(ViewKind::Log, &r, 10, 10, 12, &mut scratch, &mut out);
+        assert_eq!(out, b"ab");
+        out.clear();
+        let tomb = record(4, None);
+        assert_eq!(copy_rendered(ViewKind::Log, &tomb, 0, 0, 9, &mut scratch, &mut out), 1);
+        assert_eq!(out, b"\n");
+    }
+
+    fn open_log(dir: &std::path::Path) -> Arc<Log> {
+        Arc::new(Log::open(dir, LogConfig::default()).expect("open log"))
+    }
+
+    /// The expected view bytes, rendered the slow way.
+    fn expected(log: &Log, kind: ViewKind, from: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let end = log.log_end_offset();
+        let mut offset = from;
+        while offset < end {
+            let records = log.read(offset, 1 << 20).unwrap();
+            for r in &records {
+                match kind {
+                    ViewKind::Log => {
+                        out.extend_from_slice(r.value.as_deref().unwrap_or_default());
+                    }
+                    ViewKind::Jsonl => write_record_json(r, &mut out),
+                }
+                out.push(b'\n');
+                offset = r.offset + 1;
+            }
+        }
+        out
+    }
+
+    fn fill(log: &Log, batches: usize, per_batch: usize) {
+        for b in 0..batches {
+            let records: Vec<NewRecord> = (0..per_batch)
+                .map(|i| NewRecord::value(format!("batch {b} record {i} {}", "x".repeat((b * 7 + i) % 50))))
+                .collect();
+            log.append(&records).unwrap();
+        }
+    }
+
+    #[test]
+    fn reads_match_the_rendered_log_at_every_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        fill(&log, 300, 40);
+        for kind in [ViewKind::Log, ViewKind::Jsonl] {
+            let map = ViewMap::new(log.clone(), kind, 0);
+            let want = expected(&log, kind, 0);
+            assert_eq!(map.len().unwrap(), want.len() as u64);
+            assert!(map.lock().checkpoints.len() > 2, "checkpoints were added");
+            // Random-ish positions and sizes, without hints.
+            let mut position = 0u64;
+            while position < want.len() as u64 {
+                let size = 1 + (position as usize * 31 % 9000);
+                let (got, _) = map.read(position, size, None).unwrap();
+                let end = (position as usize + size).min(want.len());
+                assert_eq!(got, &want[position as usize..end], "{kind:?} at {position}");
+                position += 4099;
+            }
+            // Sequential reads with hints reproduce the whole view.
+            let mut all = Vec::new();
+            let mut hint = None;
+            loop {
+                let (chunk, next) = map.read(all.len() as u64, 128 * 1024, hint).unwrap();
+                if chunk.is_empty() {
+                    break;
+                }
+                all.extend_from_slice(&chunk);
+                hint = next;
+            }
+            assert_eq!(all, want);
+        }
+    }
+
+    #[test]
+    fn map_grows_with_the_log_and_from_positions_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        let map = ViewMap::new(log.clone(), ViewKind::Log, 0);
+        assert_eq!(map.len().unwrap(), 0);
+        assert_eq!(map.read(0, 10, None).unwrap().0, b"");
+        fill(&log, 10, 5);
+        let first = expected(&log, ViewKind::Log, 0);
+        assert_eq!(map.len().unwrap(), first.len() as u64);
+        fill(&log, 10, 5);
+        let second = expected(&log, ViewKind::Log, 0);
+        assert_eq!(map.len().unwrap(), second.len() as u64);
+        assert_eq!(&second[..first.len()], &first[..], "old bytes never change");
+        for from in [0, 1, 17, 49, 99, 100] {
+            let tail = expected(&log, ViewKind::Log, from);
+            assert_eq!(map.position_of(from).unwrap(), (second.len() - tail.len()) as u64);
+        }
+    }
+
+    #[test]
+    fn old_generation_keeps_coordinates_after_delete_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        fill(&log, 20, 5);
+        let old = ViewMap::new(log.clone(), ViewKind::Log, 0);
+        let before = expected(&log, ViewKind::Log, 0);
+        assert_eq!(old.len().unwrap(), before.len() as u64);
+        log.delete_records(50).unwrap();
+        fill(&log, 1, 1);
+        let new = ViewMap::new(log.clone(), ViewKind::Log, log.log_start_offset());
+        let new_bytes = expected(&log, ViewKind::Log, 50);
+        assert_eq!(new.len().unwrap(), new_bytes.len() as u64);
+        // The old generation grew by exactly the new record and kept its prefix.
+        let grown = old.len().unwrap();
+        let (tail, _) = old.read(before.len() as u64, 1 << 20, None).unwrap();
+        assert_eq!(grown, before.len() as u64 + tail.len() as u64);
+        assert_eq!(tail, &new_bytes[new_bytes.len() - tail.len()..]);
+        let (head, _) = old.read(0, 10, None).unwrap();
+        assert_eq!(head, &before[..10]);
+    }
+}
