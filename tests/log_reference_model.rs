@@ -141,7 +141,7 @@ impl Model {
 
 /// Picks an offset around the retained range from a random number.
 fn pick(model: &Model, back: u16) -> i64 {
-    let span = (model.log_end_offset - model.log_start_offset + 3) as i64;
+    let span = model.log_end_offset - model.log_start_offset + 3;
     model.log_start_offset - 1 + (back as i64 % span)
 }
 

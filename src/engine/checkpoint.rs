@@ -48,7 +48,9 @@ impl Checkpoint {
                 position: 0,
                 reason: format!("{reason}: {line:?}"),
             };
-            let (key, value) = line.split_once('=').ok_or_else(|| corrupt("not key=value"))?;
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| corrupt("not key=value"))?;
             let value: i64 = value.trim().parse().map_err(|_| corrupt("not a number"))?;
             match key.trim() {
                 "version" if value == 1 => {}

@@ -21,8 +21,8 @@ use log::{info, warn};
 use super::checkpoint::{self, Checkpoint};
 use super::error::IoResultExt;
 use super::segment::{
-    parse_segment_file_name, remove_if_exists, LogSegment, SegmentParams, INDEX_SUFFIX,
-    LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    parse_segment_file_name, remove_if_exists, LogSegment, SegmentParams, INDEX_SUFFIX, LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
 };
 use super::Result;
 
@@ -95,7 +95,10 @@ pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
     let (&first_base, _) = segments.first_key_value().expect("at least one segment");
     log_start_offset = log_start_offset.max(first_base);
 
-    let active = segments.values_mut().next_back().expect("at least one segment");
+    let active = segments
+        .values_mut()
+        .next_back()
+        .expect("at least one segment");
     active.make_active()?;
     let mut log_end_offset = active.next_offset()?;
     if log_start_offset > log_end_offset {
@@ -152,10 +155,7 @@ fn recover_segments(
         .map(|(&base, _)| base)
         .unwrap_or_else(|| *segments.keys().next().expect("non-empty"));
     let to_recover: Vec<i64> = segments.range(first..).map(|(&b, _)| b).collect();
-    let total_bytes: u64 = segments
-        .range(first..)
-        .map(|(_, s)| s.size() as u64)
-        .sum();
+    let total_bytes: u64 = segments.range(first..).map(|(_, s)| s.size() as u64).sum();
     info!(
         "{}: unclean shutdown; recovering {} segment(s), {} bytes, from offset {recovery_point}",
         dir.display(),

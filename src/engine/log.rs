@@ -120,7 +120,10 @@ impl Log {
 
     fn lock(&self) -> MutexGuard<'_, LogInner> {
         self.inner.lock().unwrap_or_else(|poisoned| {
-            error!("{}: a previous operation panicked; continuing", self.dir.display());
+            error!(
+                "{}: a previous operation panicked; continuing",
+                self.dir.display()
+            );
             poisoned.into_inner()
         })
     }
@@ -334,7 +337,9 @@ impl Log {
             if segment.is_empty() || segment.largest_timestamp()? < timestamp_ms {
                 continue;
             }
-            if let Some(offset) = segment.find_offset_by_timestamp(timestamp_ms, log_start_offset)? {
+            if let Some(offset) =
+                segment.find_offset_by_timestamp(timestamp_ms, log_start_offset)?
+            {
                 return Ok(offset);
             }
         }
@@ -387,7 +392,10 @@ impl Log {
         if offset > inner.log_start_offset {
             inner.log_start_offset = offset;
             inner.write_checkpoint(&self.dir)?;
-            info!("{}: log start offset advanced to {offset}", self.dir.display());
+            info!(
+                "{}: log start offset advanced to {offset}",
+                self.dir.display()
+            );
         }
         Ok(inner.log_start_offset)
     }
@@ -410,7 +418,11 @@ impl Log {
             inner.log_start_offset = offset;
             inner.log_end_offset = offset;
         } else {
-            let doomed: Vec<i64> = inner.segments.range(offset + 1..).map(|(&b, _)| b).collect();
+            let doomed: Vec<i64> = inner
+                .segments
+                .range(offset + 1..)
+                .map(|(&b, _)| b)
+                .collect();
             for base in doomed {
                 if inner.segments.len() == 1 {
                     break;
@@ -506,7 +518,12 @@ impl LogInner {
         self.segments
             .values()
             .next_back()
-            .map(|s| s.log_path().parent().unwrap_or(Path::new(".")).to_path_buf())
+            .map(|s| {
+                s.log_path()
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf()
+            })
             .unwrap_or_default()
     }
 
@@ -525,7 +542,10 @@ impl LogInner {
             self.recovery_point = new_base;
             self.write_checkpoint(dir)?;
         }
-        info!("{}: rolled new segment at offset {new_base} ({reason})", dir.display());
+        info!(
+            "{}: rolled new segment at offset {new_base} ({reason})",
+            dir.display()
+        );
         self.last_roll = Some(RollOutcome {
             time_ms: now,
             reason: reason.to_string(),

@@ -132,7 +132,13 @@ impl LogSegment {
         Ok(LogSegment::from_file(dir, base_offset, file, size, params))
     }
 
-    fn from_file(dir: &Path, base_offset: i64, file: File, size: u32, params: SegmentParams) -> Self {
+    fn from_file(
+        dir: &Path,
+        base_offset: i64,
+        file: File,
+        size: u32,
+        params: SegmentParams,
+    ) -> Self {
         LogSegment {
             base_offset,
             dir: dir.to_path_buf(),
@@ -211,7 +217,10 @@ impl LogSegment {
             );
             self.rebuild_indexes()?;
         } else if let Err(e) = self.check_indexes() {
-            warn!("{e}; rebuilding the indexes of {}", self.log_path().display());
+            warn!(
+                "{e}; rebuilding the indexes of {}",
+                self.log_path().display()
+            );
             self.rebuild_indexes()?;
         }
         Ok(())
@@ -305,7 +314,7 @@ impl LogSegment {
                 offset_index.append(header.last_offset(), position)?;
             }
             let time_index = self.time_index.as_mut().expect("indexes open");
-            if !time_index.is_full() {
+            if time_index.entries() + 1 < time_index.max_entries() {
                 time_index.maybe_append(ts, ts_offset, false)?;
             }
             self.bytes_since_last_index_entry = 0;
@@ -315,11 +324,13 @@ impl LogSegment {
         Ok(())
     }
 
-    /// Whether the indexes can take no more entries (a reason to roll).
+    /// Whether the indexes can take no more entries (a reason to roll). The time index counts
+    /// as full one entry early, keeping room for the entry [`Self::close_active`] adds.
     pub fn indexes_full(&mut self) -> Result<bool> {
         self.open_indexes()?;
+        let time_index = self.time_index.as_ref().expect("open");
         Ok(self.offset_index.as_ref().expect("open").is_full()
-            || self.time_index.as_ref().expect("open").is_full())
+            || time_index.entries() + 1 >= time_index.max_entries())
     }
 
     /// Reads the batch header at `position`, or `None` at the end of the valid bytes.
@@ -336,10 +347,13 @@ impl LogSegment {
             .at(&path)?;
         let header = BatchHeader::parse(&buf[..want]).map_err(|e| self.corrupt(position, e))?;
         if position as u64 + header.total_size() as u64 > self.size as u64 {
-            return Err(self.corrupt(position, RecordError::Truncated {
-                needed: header.total_size(),
-                available,
-            }));
+            return Err(self.corrupt(
+                position,
+                RecordError::Truncated {
+                    needed: header.total_size(),
+                    available,
+                },
+            ));
         }
         Ok(Some(header))
     }
@@ -376,7 +390,11 @@ impl LogSegment {
 
     /// Whole batches from the one containing `start_offset`, up to `max_bytes` (at least one).
     /// Each batch's CRC is verified.
-    pub fn read(&mut self, start_offset: i64, max_bytes: usize) -> Result<Vec<(BatchHeader, Vec<u8>)>> {
+    pub fn read(
+        &mut self,
+        start_offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<(BatchHeader, Vec<u8>)>> {
         let Some(first) = self.find_batch(start_offset)? else {
             return Ok(Vec::new());
         };
@@ -399,15 +417,19 @@ impl LogSegment {
             let total = header.total_size();
             if at + total > buf.len() {
                 if batches.is_empty() {
-                    return Err(self.corrupt(first.position, RecordError::Truncated {
-                        needed: total,
-                        available: buf.len(),
-                    }));
+                    return Err(self.corrupt(
+                        first.position,
+                        RecordError::Truncated {
+                            needed: total,
+                            available: buf.len(),
+                        },
+                    ));
                 }
                 break;
             }
             let bytes = &buf[at..at + total];
-            record::batch::verify_batch(bytes).map_err(|e| self.corrupt(first.position + at as u32, e))?;
+            record::batch::verify_batch(bytes)
+                .map_err(|e| self.corrupt(first.position + at as u32, e))?;
             batches.push((header, bytes.to_vec()));
             at += total;
         }
@@ -467,14 +489,19 @@ impl LogSegment {
 
     /// Kafka's `findOffsetByTimestamp`: the first record with timestamp >= `timestamp_ms` and
     /// offset >= `start_offset` in this segment.
-    pub fn find_offset_by_timestamp(&mut self, timestamp_ms: i64, start_offset: i64) -> Result<Option<i64>> {
+    pub fn find_offset_by_timestamp(
+        &mut self,
+        timestamp_ms: i64,
+        start_offset: i64,
+    ) -> Result<Option<i64>> {
         let entry = self.time_index_mut()?.lookup(timestamp_ms);
         let from = entry.offset.max(start_offset);
         let mut position = self.offset_index_mut()?.lookup(from).position;
         while let Some(header) = self.header_at(position)? {
             if header.max_timestamp >= timestamp_ms && header.last_offset() >= start_offset {
                 let batch = self.read_batch_at(position, &header)?;
-                let decoded = record::decode_batch(&batch).map_err(|e| self.corrupt(position, e))?;
+                let decoded =
+                    record::decode_batch(&batch).map_err(|e| self.corrupt(position, e))?;
                 if let Some(r) = decoded
                     .records
                     .iter()
@@ -491,7 +518,9 @@ impl LogSegment {
     fn read_batch_at(&self, position: u32, header: &BatchHeader) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; header.total_size()];
         let path = self.log_path();
-        self.file.read_exact_at(&mut buf, position as u64).at(&path)?;
+        self.file
+            .read_exact_at(&mut buf, position as u64)
+            .at(&path)?;
         Ok(buf)
     }
 
@@ -500,12 +529,18 @@ impl LogSegment {
     pub fn recover(&mut self) -> Result<RecoveryOutcome> {
         // Indexes are rebuilt from scratch; open them at full size first.
         let max = self.params.max_index_bytes as usize;
-        if self.offset_index.is_none() || self.time_index.is_none() {
-            self.offset_index = Some(OffsetIndex::open(&self.offset_index_path(), self.base_offset, max)?);
-            self.time_index = Some(TimeIndex::open(&self.time_index_path(), self.base_offset, max)?);
-        } else {
-            self.offset_index.as_mut().expect("open").resize(max)?;
-            self.time_index.as_mut().expect("open").resize(max)?;
+        match (&mut self.offset_index, &mut self.time_index) {
+            (Some(offset_index), Some(time_index)) => {
+                offset_index.resize(max)?;
+                time_index.resize(max)?;
+            }
+            _ => {
+                let offset_index =
+                    OffsetIndex::open(&self.offset_index_path(), self.base_offset, max)?;
+                let time_index = TimeIndex::open(&self.time_index_path(), self.base_offset, max)?;
+                self.offset_index = Some(offset_index);
+                self.time_index = Some(time_index);
+            }
         }
         self.offset_index.as_mut().expect("open").reset()?;
         self.time_index.as_mut().expect("open").reset()?;
@@ -526,7 +561,10 @@ impl LogSegment {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(EngineError::Corrupt { reason, .. }) => {
-                    warn!("{}: invalid batch at position {position}: {reason}", path.display());
+                    warn!(
+                        "{}: invalid batch at position {position}: {reason}",
+                        path.display()
+                    );
                     break;
                 }
                 Err(e) => return Err(e),
@@ -536,9 +574,14 @@ impl LogSegment {
                 break;
             }
             buf.resize(total, 0);
-            self.file.read_exact_at(&mut buf, position as u64).at(&path)?;
+            self.file
+                .read_exact_at(&mut buf, position as u64)
+                .at(&path)?;
             if let Err(e) = record::batch::verify_batch(&buf) {
-                warn!("{}: invalid batch at position {position}: {e}", path.display());
+                warn!(
+                    "{}: invalid batch at position {position}: {e}",
+                    path.display()
+                );
                 break;
             }
             if header.base_offset < expected_min_offset
@@ -650,7 +693,11 @@ impl LogSegment {
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             remove_if_exists(&segment_file(&self.dir, self.base_offset, suffix))?;
         }
-        info!("deleted segment {} of {}", self.base_offset, self.dir.display());
+        info!(
+            "deleted segment {} of {}",
+            self.base_offset,
+            self.dir.display()
+        );
         Ok(())
     }
 }
