@@ -11,7 +11,7 @@ use std::path::Path;
 
 use common::{stat_i64, write_once, Mount};
 
-use libc::{EACCES, EFBIG, EINVAL, ENOENT, EPERM};
+use libc::{EACCES, EBADF, EFBIG, EINVAL, ENOENT, EPERM};
 
 /// Everything a bad input must leave as it was.
 #[derive(Debug, PartialEq)]
@@ -127,6 +127,24 @@ fn truncate(rel: &'static str) -> Action {
     })
 }
 
+/// open(O_CREAT|O_WRONLY) of a new name.
+fn create(rel: &'static str) -> Action {
+    Box::new(move |m| {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(m.path(rel))
+            .map(|_| ())
+    })
+}
+
+fn chmod(rel: &'static str) -> Action {
+    Box::new(move |m| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(m.path(rel), fs::Permissions::from_mode(0o666))
+    })
+}
+
 fn read_file(rel: &'static str) -> Action {
     Box::new(move |m| fs::read(m.path(rel)).map(|_| ()))
 }
@@ -153,7 +171,8 @@ fn errno_name(e: i32) -> &'static str {
         EINVAL => "EINVAL",
         ENOENT => "ENOENT",
         EPERM => "EPERM",
-        libc::EBADF => "EBADF",
+        EBADF => "EBADF",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EROFS => "EROFS",
         libc::EEXIST => "EEXIST",
         libc::ENOTEMPTY => "ENOTEMPTY",
@@ -164,6 +183,12 @@ fn errno_name(e: i32) -> &'static str {
 }
 
 fn rows() -> Vec<Row> {
+    // SAFETY: geteuid has no preconditions.
+    let denied: &'static [i32] = if unsafe { libc::geteuid() } == 0 {
+        &[EBADF]
+    } else {
+        &[EACCES]
+    };
     let big = |prefix: &str| {
         let mut b = prefix.as_bytes().to_vec();
         b.extend(std::iter::repeat_n(b'x', 2000));
@@ -366,28 +391,43 @@ fn rows() -> Vec<Row> {
             &[EINVAL],
             write("t/0/control", b"roll now\n".to_vec()),
         ),
-        // Modes: append files are write-only, views read-only. As root the kernel lets the open
-        // through (root passes permission checks) and the filesystem refuses it itself.
-        row("read append", &[EACCES], read_of("t/0/append")),
-        row("read append.jsonl", &[EACCES], read_of("t/0/append.jsonl")),
+        // Modes: append files are write-only (0200), views read-only (0444). The kernel enforces
+        // the modes (default_permissions) with EACCES at open; root passes that check, and then
+        // the filesystem refuses the read or write itself with EBADF.
+        row("read append", denied, read_of("t/0/append")),
+        row("read append.jsonl", denied, read_of("t/0/append.jsonl")),
         row(
             "open append read-write",
-            &[EACCES],
+            denied,
             read_write_open("t/0/append"),
         ),
-        row("write log", &[EACCES], write_to("t/0/log")),
-        row("write log.jsonl", &[EACCES], write_to("t/0/log.jsonl")),
-        row("write stats", &[EACCES], write_to("t/0/stats")),
-        row("write README", &[EACCES], write_to("README")),
-        row("write offset file", &[EACCES], write_to("t/0/3")),
-        row("write offset json", &[EACCES], write_to("t/0/3.json")),
-        row("write from view", &[EACCES], write_to("t/0/from/2")),
-        row("write time lookup", &[EACCES], write_to("t/0/time/0")),
+        row("write log", denied, write_to("t/0/log")),
+        row("write log.jsonl", denied, write_to("t/0/log.jsonl")),
+        row("write stats", denied, write_to("t/0/stats")),
+        row("write README", denied, write_to("README")),
+        row("write offset file", denied, write_to("t/0/3")),
+        row("write offset json", denied, write_to("t/0/3.json")),
+        row("write from view", denied, write_to("t/0/from/2")),
+        row("write time lookup", denied, write_to("t/0/time/0")),
         row(
             "write segment file",
-            &[EACCES],
+            denied,
             write_to("t/0/segments/00000000000000000000.log"),
         ),
+        // No files or directories but topics can be created.
+        row(
+            "create a file in a partition",
+            &[EPERM],
+            create("t/0/newfile"),
+        ),
+        row("create a file at the root", &[EPERM], create("newfile")),
+        row("mkdir inside a topic", &[EPERM], mkdir("t/sub".into())),
+        row(
+            "mkdir inside a partition",
+            &[EPERM],
+            mkdir("t/0/sub".into()),
+        ),
+        row("chmod log", &[EPERM], chmod("t/0/log")),
         // Fixed files cannot be removed, renamed or truncated.
         row("unlink README", &[EPERM], unlink("README")),
         row("unlink root control", &[EPERM], unlink("control")),
@@ -434,6 +474,14 @@ fn rows() -> Vec<Row> {
         row("offset not numeric", &[ENOENT], read_file("t/0/abc")),
         row("offset negative", &[ENOENT], read_file("t/0/-1")),
         row("offset with junk", &[ENOENT], read_file("t/0/3x")),
+        row("offset with a leading zero", &[ENOENT], read_file("t/0/03")),
+        row("from below log start", &[ENOENT], read_file("t/0/from/1")),
+        row("from past log end", &[ENOENT], read_file("t/0/from/6")),
+        row(
+            "time not a time",
+            &[EINVAL],
+            read_file("t/0/time/yesterday"),
+        ),
         row("offset json past end", &[ENOENT], read_file("t/0/77.json")),
         row(
             "partition that does not exist",

@@ -384,7 +384,6 @@ fn write_record(
     }
     let body_len = len_i32("record", body_size)?;
 
-    let start = out.len();
     out.reserve(varint::varint_size(body_len) + body_size);
     varint::write_varint(out, body_len);
     let body_start = out.len();
@@ -400,7 +399,6 @@ fn write_record(
         write_nullable(out, header.value.as_deref());
     }
     debug_assert_eq!(out.len() - body_start, body_size, "record {index} size");
-    debug_assert!(out.len() > start);
     Ok(())
 }
 
