@@ -13,6 +13,7 @@ use lmqfs::engine::record::batch::set_base_offset;
 use lmqfs::engine::record::{
     decode_batch, encode_batch, Compression, Header, NewRecord, Record, TimestampType, LOG_OVERHEAD,
 };
+use lmqfs::engine::{now_ms, Log, LogConfig};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -389,4 +390,121 @@ fn we_read_plain_raw_snappy_from_other_producers() {
         ours_as_kafka_records(&decode_all_with_ours(&buf)),
         expected(5, &sample_records(), TimestampType::CreateTime)
     );
+}
+
+/// The `.log` files of a partition directory, in offset order.
+fn log_files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Checks every batch's stored CRC against a CRC-32C of bytes 21..end computed here, framing
+/// the file by the batches' length fields. Returns the number of batches.
+fn assert_crcs_valid(path: &Path) -> usize {
+    let data = std::fs::read(path).unwrap();
+    let mut position = 0;
+    let mut batches = 0;
+    while position < data.len() {
+        let length = i32::from_be_bytes(data[position + 8..position + 12].try_into().unwrap());
+        let end = position + LOG_OVERHEAD + length as usize;
+        let stored = u32::from_be_bytes(data[position + 17..position + 21].try_into().unwrap());
+        let computed = crc32c::crc32c(&data[position + 21..end]);
+        assert_eq!(
+            stored,
+            computed,
+            "{}: CRC of the batch at {position}",
+            path.display()
+        );
+        position = end;
+        batches += 1;
+    }
+    assert_eq!(position, data.len());
+    batches
+}
+
+#[test]
+fn kafka_protocol_reads_every_segment_the_log_writes() {
+    let originals = sample_records();
+    for codec in Compression::ALL {
+        for ts_type in TIMESTAMP_TYPES {
+            let what = format!("{} {}", codec.name(), ts_type.name());
+            let dir = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                segment_bytes: 1024,
+                index_interval_bytes: 256,
+                // The sample timestamps are in the past: no roll by age.
+                segment_ms: i64::MAX,
+                compression_type: codec,
+                message_timestamp_type: ts_type,
+                ..LogConfig::default()
+            };
+            let log = Log::open(dir.path(), config).unwrap();
+            let before = now_ms();
+            let mut appended = 0;
+            for size in (1..=7).cycle() {
+                if appended == originals.len() {
+                    break;
+                }
+                let chunk = &originals[appended..(appended + size).min(originals.len())];
+                let info = log.append(chunk).unwrap();
+                assert_eq!(info.first_offset, appended as i64, "{what}");
+                appended += chunk.len();
+            }
+            let after = now_ms();
+            let mut ours: Vec<Record> = Vec::new();
+            loop {
+                let records = log.read(ours.len() as i64, 1 << 16).unwrap();
+                if records.is_empty() {
+                    break;
+                }
+                ours.extend(records);
+            }
+            log.close().unwrap();
+
+            let files = log_files_in(dir.path());
+            assert!(files.len() >= 3, "{what}: {} segments", files.len());
+            let mut theirs = Vec::new();
+            for file in &files {
+                assert!(assert_crcs_valid(file) >= 1, "{what}: {}", file.display());
+                let records = kafka_decode_log_file(file);
+                let base_offset: i64 = file.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+                assert_eq!(
+                    records.first().map(|r| r.0),
+                    Some(base_offset),
+                    "{what}: {} starts at its base offset",
+                    file.display()
+                );
+                theirs.extend(records);
+            }
+            assert_eq!(theirs.len(), originals.len(), "{what}");
+            for (i, (got, original)) in theirs.iter().zip(&originals).enumerate() {
+                let (offset, key, value, headers, timestamp) = got;
+                assert_eq!(*offset, i as i64, "{what}");
+                assert_eq!(key, &original.key, "{what}: key of {i}");
+                assert_eq!(value, &original.value, "{what}: value of {i}");
+                let original_headers: Vec<_> = original
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.clone(), h.value.clone()))
+                    .collect();
+                assert_eq!(headers, &original_headers, "{what}: headers of {i}");
+                match (ts_type, original.timestamp) {
+                    (TimestampType::CreateTime, Some(t)) => {
+                        assert_eq!(*timestamp, t, "{what}: timestamp of {i}")
+                    }
+                    _ => assert!(
+                        (before..=after).contains(timestamp),
+                        "{what}: timestamp {timestamp} of {i} is the append time"
+                    ),
+                }
+            }
+            // The independent reader and ours agree on everything, timestamps included.
+            assert_eq!(theirs, ours_as_kafka_records(&ours), "{what}");
+        }
+    }
 }

@@ -93,7 +93,7 @@ fn records_whose_write_returned_survive_kill_9() {
     assert_eq!(read(&m.path("k/0/300")), b"after");
     let log = m.daemon_log().to_lowercase();
     assert!(
-        log.contains("recover"),
+        log.contains("unclean shutdown") && log.contains("recovering"),
         "the mount after kill -9 does not log a recovery:\n{log}"
     );
 }
@@ -112,7 +112,7 @@ fn clean_unmount_means_no_recovery_on_next_mount() {
     m.remount();
     let log = m.daemon_log().to_lowercase();
     assert!(
-        log.contains("clean shutdown"),
+        log.contains("clean shutdown, skipped recovery"),
         "the mount after a clean stop does not say so:\n{log}"
     );
     assert!(
@@ -137,7 +137,9 @@ fn sigterm_stops_the_daemon_cleanly() {
     let status = m.wait_exit();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     m.remount();
-    assert!(m.daemon_log().to_lowercase().contains("clean shutdown"));
+    let log = m.daemon_log().to_lowercase();
+    assert!(log.contains("clean shutdown, skipped recovery"), "{log}");
+    assert!(!log.contains("recovering"), "{log}");
     assert_eq!(read_string(&m.path("t/0/log")), "kept\n");
 }
 
@@ -150,12 +152,14 @@ fn background_mount_returns_when_ready_and_umount_stops_the_daemon() {
 
     let guard = common::UnmountGuard(m.mnt.clone());
     let out_path = m.scratch().join("background.out");
+    let daemon_log = m.scratch().join("background-daemon.log");
     let status = Command::new(common::BIN)
         .arg("mount")
         .arg(&m.mnt)
         .arg("--data-dir")
         .arg(&m.data)
         .env("RUST_LOG", "info")
+        .env("LMQFS_LOG_FILE", &daemon_log)
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out_path).unwrap())
         .stderr(fs::File::create(&out_path).unwrap())
@@ -191,11 +195,17 @@ fn background_mount_returns_when_ready_and_umount_stops_the_daemon() {
         "daemon still running 15 s after umount"
     );
     drop(guard);
+    // LMQFS_LOG_FILE collects the background daemon's log.
+    let background_log = fs::read_to_string(&daemon_log).unwrap_or_default();
+    assert!(
+        background_log.contains(m.data.to_str().unwrap()),
+        "the background daemon's log does not show its data directory:\n{background_log}"
+    );
 
     // The background daemon stopped cleanly: the next mount needs no recovery.
     m.remount();
     let log = m.daemon_log().to_lowercase();
-    assert!(log.contains("clean shutdown"), "{log}");
+    assert!(log.contains("clean shutdown, skipped recovery"), "{log}");
     assert!(!log.contains("recovering"), "{log}");
     assert_eq!(read_string(&m.path("t/0/log")), "one\ntwo\n");
 }
@@ -239,12 +249,26 @@ fn second_mount_fails(
     data: &std::path::Path,
     err_path: &std::path::Path,
 ) -> String {
-    let mut child = Command::new(common::BIN)
-        .arg("mount")
+    mount_fails(mnt, data, &[], err_path)
+}
+
+/// Runs `lmqfs mount --foreground [-o options]`, which must fail; cleans up if it does not.
+fn mount_fails(
+    mnt: &std::path::Path,
+    data: &std::path::Path,
+    options: &[&str],
+    err_path: &std::path::Path,
+) -> String {
+    let mut cmd = Command::new(common::BIN);
+    cmd.arg("mount")
         .arg(mnt)
         .arg("--data-dir")
         .arg(data)
-        .arg("--foreground")
+        .arg("--foreground");
+    if !options.is_empty() {
+        cmd.arg("-o").arg(options.join(","));
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(fs::File::create(err_path).unwrap())
@@ -255,14 +279,11 @@ fn second_mount_fails(
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("the second mount kept running: {err}");
+        panic!("the mount kept running: {err}");
     }
     let status = status.unwrap();
-    assert!(!status.success(), "the second mount succeeded: {err}");
-    assert!(
-        !err.trim().is_empty(),
-        "the second mount failed without a message"
-    );
+    assert!(!status.success(), "the mount succeeded: {err}");
+    assert!(!err.trim().is_empty(), "the mount failed without a message");
     err
 }
 
@@ -282,6 +303,36 @@ fn second_mount_of_the_same_data_dir_fails_clearly() {
     assert!(!common::is_mounted(&other));
     m.assert_serving();
     assert_eq!(read_string(&m.path("t/0/log")), "safe\n");
+}
+
+#[test]
+fn mount_with_an_invalid_option_fails() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        common::skip_or_fail("/dev/fuse is missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let _guard = common::UnmountGuard(mnt.clone());
+    for bad in [
+        "compression.type=brotli",
+        "no.such.option=1",
+        "default.partitions=zero",
+    ] {
+        let err = mount_fails(
+            &mnt,
+            &dir.path().join("data"),
+            &[bad],
+            &dir.path().join("err"),
+        );
+        let key = bad.split('=').next().unwrap();
+        assert!(
+            err.contains(key),
+            "the error for -o {bad} does not name {key}: {err}"
+        );
+        assert!(!common::is_mounted(&mnt));
+    }
 }
 
 #[test]

@@ -23,12 +23,18 @@ fn fuse_or_skip() -> bool {
     }
 }
 
+/// `sh mount-scripts/mount.lmqfs ARGS...` with LMQFS_BIN pointing at the built binary.
+fn helper(args: &[&std::ffi::OsStr]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg(HELPER).args(args).env("LMQFS_BIN", common::BIN);
+    cmd
+}
+
 /// Runs a command to completion with stdin closed and stdout/stderr captured in a file (a
 /// background daemon may keep inherited pipes open, so no pipes).
 fn run(cmd: &mut Command, out_path: &Path) -> (bool, String) {
     let out = fs::File::create(out_path).unwrap();
     let status = cmd
-        .env("LMQFS_BIN", common::BIN)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -111,16 +117,14 @@ fn mount_helper_mounts_as_mount_8_calls_it() {
     let _guard = UnmountGuard(d.mnt.clone());
     // As mount(8) calls it: SOURCE MOUNTPOINT -o OPTIONS, with mount(8)'s own options mixed in.
     let (ok, out) = run(
-        Command::new("sh")
-            .arg(HELPER)
-            .arg(&d.data)
-            .arg(&d.mnt)
-            .args([
-                "-o",
-                "rw,compression.type=lz4,_netdev,defaults",
-                "-t",
-                "fuse.lmqfs",
-            ]),
+        &mut helper(&[
+            d.data.as_os_str(),
+            d.mnt.as_os_str(),
+            "-o".as_ref(),
+            "rw,compression.type=lz4,_netdev,defaults".as_ref(),
+            "-t".as_ref(),
+            "fuse.lmqfs".as_ref(),
+        ]),
         &d.out,
     );
     if !ok && !common::fuse_required() && !is_mounted(&d.mnt) {
@@ -138,11 +142,12 @@ fn mount_helper_fake_and_usage_errors_do_not_mount() {
     let _guard = UnmountGuard(d.mnt.clone());
     // -f (fake): everything but the mount.
     let (ok, out) = run(
-        Command::new("sh")
-            .arg(HELPER)
-            .arg(&d.data)
-            .arg(&d.mnt)
-            .args(["-f", "-v"]),
+        &mut helper(&[
+            d.data.as_os_str(),
+            d.mnt.as_os_str(),
+            "-f".as_ref(),
+            "-v".as_ref(),
+        ]),
         &d.out,
     );
     assert!(ok, "{out}");
@@ -152,19 +157,14 @@ fn mount_helper_fake_and_usage_errors_do_not_mount() {
     );
     assert!(!is_mounted(&d.mnt));
     // A missing argument is a usage error.
-    let (ok, out) = run(Command::new("sh").arg(HELPER).arg(&d.data), &d.out);
+    let (ok, out) = run(&mut helper(&[d.data.as_os_str()]), &d.out);
     assert!(!ok);
     assert!(out.contains("usage"), "{out}");
     // No lmqfs program: a clear message.
     let (ok, out) = run(
-        Command::new("sh")
-            .arg(HELPER)
-            .arg(&d.data)
-            .arg(&d.mnt)
-            .env("LMQFS_BIN", "/nonexistent/lmqfs"),
+        helper(&[d.data.as_os_str(), d.mnt.as_os_str()]).env("LMQFS_BIN", "/nonexistent/lmqfs"),
         &d.out,
     );
-    // `run` sets LMQFS_BIN first; the later env() wins.
     assert!(!ok);
     assert!(out.contains("lmqfs"), "{out}");
     assert!(!is_mounted(&d.mnt));
@@ -180,7 +180,13 @@ impl Drop for InstalledHelper {
 }
 
 fn mount_8(args: &[&std::ffi::OsStr], out_path: &Path) -> (bool, String) {
-    run(Command::new("mount").args(args), out_path)
+    // mount(8) passes its environment on to the helper.
+    run(
+        Command::new("mount")
+            .args(args)
+            .env("LMQFS_BIN", common::BIN),
+        out_path,
+    )
 }
 
 /// Through mount(8): `mount -t fuse.lmqfs DATA MNT -o ...` and an fstab line. This installs the

@@ -609,6 +609,7 @@ fn partitions_grow_online() {
     let mut s = String::new();
     reader.read_to_string(&mut s).unwrap();
     assert_eq!(s, "p0\n");
+    drop(reader);
     m.remount();
     assert_eq!(read_string(&m.path("t/3/log")), "new partition\n");
 }
@@ -634,9 +635,12 @@ fn rmdir_and_rm_rf_delete_a_topic() {
 
     m.create_topic("also-gone", 2);
     sh_ok(&m.mnt, "seq 1 100 > also-gone/1/append");
-    // rm's exit status may report the fixed files it could not unlink; the topic must go.
-    common::sh(&m.mnt, "rm -rf also-gone");
+    sh_ok(&m.mnt, "rm -rf also-gone");
     assert!(!m.path("also-gone").exists());
+    // Outside a recursive removal, the fixed files inside a topic still cannot be unlinked.
+    m.create_topic("still-here", 1);
+    let e = errno_of("unlink log", fs::remove_file(m.path("still-here/0/log")));
+    assert_eq!(e, libc::EPERM);
 
     m.create_topic("kept", 1);
     // A topic created again under the same name starts empty.
@@ -646,5 +650,37 @@ fn rmdir_and_rm_rf_delete_a_topic() {
     m.remount();
     assert!(!m.path("also-gone").exists());
     assert!(m.path("kept").is_dir());
+    assert!(m.path("still-here/0/log").exists());
     assert_eq!(read(&m.path("gone/0/log")), b"");
+}
+
+#[test]
+fn control_reads_show_the_commands_and_recent_outcomes() {
+    let Some(m) = Mount::new() else { return };
+    m.create_topic("t", 1);
+    write_once(&m.path("t/0/append"), b"a\nb\n").unwrap();
+    write_once(&m.path("t/0/control"), b"roll\n").unwrap();
+    write_once(&m.path("t/0/control"), b"delete-records 1\n").unwrap();
+    let shown = read_string(&m.path("t/0/control"));
+    for word in ["roll", "flush", "delete-records"] {
+        assert!(
+            shown.contains(word),
+            "control does not show {word}:\n{shown}"
+        );
+    }
+    let outcomes: Vec<&str> = shown.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|l| l.contains("roll") && l.contains("ok")),
+        "no outcome of roll:\n{shown}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|l| l.contains("delete-records 1") && l.contains("ok")),
+        "no outcome of delete-records:\n{shown}"
+    );
+    let root = read_string(&m.path("control"));
+    assert!(root.contains("flush"), "{root}");
 }

@@ -14,6 +14,10 @@
 //!
 //! `<partition dir>/.lmqfs-clean-shutdown` exists only between a clean close and the next open:
 //! open removes it first, so a crash at any later point leaves no marker.
+//!
+//! Neither file is checksummed: a checkpoint that does not parse is ignored (with a warning)
+//! and the whole partition is recovered. Thread-safety: these are plain functions over files;
+//! the owning [`crate::engine::Log`] calls them under its lock, so one writer at a time.
 
 use std::fs::File;
 use std::io::Write;

@@ -52,8 +52,8 @@ pub fn usage(scope: Scope) -> &'static str {
 
 /// Parses the content of one `write()` to a `control` file of `scope`.
 pub fn parse_command(data: &[u8], scope: Scope) -> FsResult<Command> {
-    let text = std::str::from_utf8(data)
-        .map_err(|_| FsError::invalid("control command is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(data).map_err(|_| FsError::invalid("control command is not UTF-8"))?;
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let Some(line) = lines.next() else {
         return Err(FsError::invalid(format!(
@@ -73,11 +73,15 @@ pub fn parse_command(data: &[u8], scope: Scope) -> FsResult<Command> {
         ("retention", []) => Command::Retention,
         ("compact", []) => Command::Compact,
         ("delete-records", [offset]) => {
-            let offset = offset.parse::<i64>().ok().filter(|o| *o >= 0).ok_or_else(|| {
-                FsError::invalid(format!(
-                    "delete-records needs a non-negative offset, got {offset:?}"
-                ))
-            })?;
+            let offset = offset
+                .parse::<i64>()
+                .ok()
+                .filter(|o| *o >= 0)
+                .ok_or_else(|| {
+                    FsError::invalid(format!(
+                        "delete-records needs a non-negative offset, got {offset:?}"
+                    ))
+                })?;
             Command::DeleteRecords(offset)
         }
         _ => {
@@ -145,9 +149,7 @@ pub fn render(scope: Scope, log: Option<&OutcomeLog>) -> String {
                 text.push_str(&format!("{time} {}: ok\n", outcome.command))
             }
             Ok(detail) => text.push_str(&format!("{time} {}: ok ({detail})\n", outcome.command)),
-            Err(reason) => {
-                text.push_str(&format!("{time} {}: error: {reason}\n", outcome.command))
-            }
+            Err(reason) => text.push_str(&format!("{time} {}: error: {reason}\n", outcome.command)),
         }
     }
     text
@@ -159,13 +161,22 @@ mod tests {
 
     #[test]
     fn parses_commands_per_scope() {
-        assert_eq!(parse_command(b"roll\n", Scope::Partition).unwrap(), Command::Roll);
-        assert_eq!(parse_command(b"  flush ", Scope::Root).unwrap(), Command::Flush);
+        assert_eq!(
+            parse_command(b"roll\n", Scope::Partition).unwrap(),
+            Command::Roll
+        );
+        assert_eq!(
+            parse_command(b"  flush ", Scope::Root).unwrap(),
+            Command::Flush
+        );
         assert_eq!(
             parse_command(b"delete-records 42\n", Scope::Partition).unwrap(),
             Command::DeleteRecords(42)
         );
-        assert_eq!(parse_command(b"compact", Scope::Topic).unwrap(), Command::Compact);
+        assert_eq!(
+            parse_command(b"compact", Scope::Topic).unwrap(),
+            Command::Compact
+        );
         assert!(parse_command(b"roll", Scope::Root).is_err());
         assert!(parse_command(b"delete-records 4", Scope::Topic).is_err());
     }

@@ -157,7 +157,11 @@ mod tests {
         assert_eq!(t.lookup(&other), u);
         t.forget(a, 1);
         assert_eq!(t.node(a), None);
-        assert_eq!(t.node(b), Some(&topic), "forgetting the old number keeps the new");
+        assert_eq!(
+            t.node(b),
+            Some(&topic),
+            "forgetting the old number keeps the new"
+        );
         assert_eq!(t.node(ROOT_INO), Some(&Node::Root));
     }
 }

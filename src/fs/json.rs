@@ -102,8 +102,7 @@ fn write_json_string(text: &str, out: &mut Vec<u8>) {
 
 /// Parses one `append.jsonl` line into a record. The error text says which field is wrong.
 pub fn parse_record_line(line: &[u8]) -> Result<NewRecord, String> {
-    let value: Value =
-        serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(fields) = value else {
         return Err("a line must be a JSON object".into());
     };
@@ -152,7 +151,9 @@ pub fn parse_record_line(line: &[u8]) -> Result<NewRecord, String> {
         }
     }
     if !has_value {
-        return Err("missing \"value\" (a string, or null for a tombstone) or \"value_b64\"".into());
+        return Err(
+            "missing \"value\" (a string, or null for a tombstone) or \"value_b64\"".into(),
+        );
     }
     Ok(record)
 }
@@ -289,10 +290,9 @@ mod tests {
 
     #[test]
     fn parses_input_fields() {
-        let r = parse_record_line(
-            br#"{"key":"k","value":"v","headers":{"x":"y"},"timestamp":1234}"#,
-        )
-        .unwrap();
+        let r =
+            parse_record_line(br#"{"key":"k","value":"v","headers":{"x":"y"},"timestamp":1234}"#)
+                .unwrap();
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
         assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
         assert_eq!(r.timestamp, Some(1234));

@@ -1,1 +1,27 @@
 //! The file interface's semantics, free of FUSE: paths, virtual files, views, control and config.
+//!
+//! - [`node`]: what each inode is and how names parse (topic, partition, offset, segment).
+//! - [`inode`]: the inode table (numbers never reused; lookups counted and forgotten).
+//! - [`filesystem`]: [`LmqFs`], every operation of the interface over inode numbers.
+//! - [`view`]: the byte mapping of `log` / `log.jsonl` / `from/<offset>` (sparse checkpoints).
+//! - [`append`]: lines written to `append` / `append.jsonl` into records.
+//! - [`json`]: records as JSON, both ways.
+//! - [`control`]: `control` commands and their recent outcomes.
+//! - [`time`]: RFC 3339 and milliseconds.
+//! - [`error`]: [`FsError`], mapped to errno in one place by the FUSE adapter.
+
+pub mod append;
+pub mod control;
+pub mod error;
+pub mod filesystem;
+pub mod inode;
+pub mod json;
+pub mod node;
+pub mod time;
+pub mod view;
+
+pub use error::{FsError, FsResult};
+pub use filesystem::{
+    AccessMode, Attr, CachePolicy, Caller, DirEntry, Entry, FileKind, FsOptions, LmqFs, Opened,
+    SetAttr,
+};

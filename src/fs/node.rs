@@ -273,7 +273,18 @@ mod tests {
         assert_eq!(parse_offset("0"), Some(0));
         assert_eq!(parse_offset("42"), Some(42));
         assert_eq!(parse_offset("9223372036854775807"), Some(i64::MAX));
-        for bad in ["", "00", "007", "+1", "-1", "1e3", " 1", "1 ", "9223372036854775808", "x"] {
+        for bad in [
+            "",
+            "00",
+            "007",
+            "+1",
+            "-1",
+            "1e3",
+            " 1",
+            "1 ",
+            "9223372036854775808",
+            "x",
+        ] {
             assert_eq!(parse_offset(bad), None, "{bad:?}");
         }
     }

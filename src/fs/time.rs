@@ -155,7 +155,10 @@ mod tests {
             parse_rfc3339_ms("2024-05-01t11:30:00.1234-00:30"),
             Some(1_714_564_800_123)
         );
-        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:00Z"), Some(951_782_400_000));
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
+            Some(951_782_400_000)
+        );
     }
 
     #[test]
@@ -180,7 +183,10 @@ mod tests {
     fn timestamp_names_accept_millis_or_rfc3339() {
         assert_eq!(parse_timestamp_ms("0"), Some(0));
         assert_eq!(parse_timestamp_ms("1714564800000"), Some(1_714_564_800_000));
-        assert_eq!(parse_timestamp_ms("2024-05-01T12:00:00Z"), Some(1_714_564_800_000));
+        assert_eq!(
+            parse_timestamp_ms("2024-05-01T12:00:00Z"),
+            Some(1_714_564_800_000)
+        );
         assert_eq!(parse_timestamp_ms("0123"), None);
         assert_eq!(parse_timestamp_ms("-5"), None);
     }
@@ -190,6 +196,9 @@ mod tests {
         for ms in [0, 1, 951_782_400_000, 1_714_564_800_250, 4_102_444_799_999] {
             assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
         }
-        assert_eq!(format_rfc3339_ms(1_714_564_800_250), "2024-05-01T12:00:00.250Z");
+        assert_eq!(
+            format_rfc3339_ms(1_714_564_800_250),
+            "2024-05-01T12:00:00.250Z"
+        );
     }
 }

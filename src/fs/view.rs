@@ -4,7 +4,7 @@
 //! A [`ViewMap`] serves one (partition, view kind, generation). It keeps sparse checkpoints,
 //! `(offset, position)` pairs saying "the record at `offset` starts at byte `position` of the
 //! view", one at least every [`CHECKPOINT_INTERVAL_BYTES`] of view bytes, plus the view's
-//! current end. It is built incrementally: each [`ViewMap::len`] decodes only the batches
+//! current end. It is built incrementally: each [`ViewMap::len_bytes`] decodes only the batches
 //! appended since the last call, so the cost of following a growing log is proportional to
 //! what was appended, and the whole log is decoded at most once per map.
 //!
@@ -172,7 +172,8 @@ impl ViewMap {
                 if next <= offset {
                     continue;
                 }
-                let decoded = decode_batch(&fetched.bytes).map_err(crate::engine::EngineError::from)?;
+                let decoded =
+                    decode_batch(&fetched.bytes).map_err(crate::engine::EngineError::from)?;
                 for record in decoded.records.iter().filter(|r| r.offset >= offset) {
                     if !visit(record) {
                         return Ok(offset);
@@ -188,7 +189,7 @@ impl ViewMap {
     }
 
     /// Maps every record up to the current log end and returns the view's length in bytes.
-    pub fn len(&self) -> FsResult<u64> {
+    pub fn len_bytes(&self) -> FsResult<u64> {
         let mut state = self.lock();
         let log_end_offset = self.log.log_end_offset();
         if state.next_offset >= log_end_offset {
@@ -223,7 +224,7 @@ impl ViewMap {
     /// The view position where the first record with offset >= `offset` starts (the view's
     /// end if there is none yet). `offset` must be >= the generation.
     pub fn position_of(&self, offset: i64) -> FsResult<u64> {
-        let total = self.len()?;
+        let total = self.len_bytes()?;
         let (start, next_offset) = {
             let state = self.lock();
             if let Some(position) = state.from_positions.get(&offset) {
@@ -262,14 +263,16 @@ impl ViewMap {
         size: usize,
         hint: Option<Cursor>,
     ) -> FsResult<(Vec<u8>, Option<Cursor>)> {
-        let total = self.len()?;
+        let total = self.len_bytes()?;
         if position >= total || size == 0 {
             return Ok((Vec::new(), hint));
         }
         let end = total.min(position + size as u64);
         let checkpoint = {
             let state = self.lock();
-            let i = state.checkpoints.partition_point(|c| c.position <= position);
+            let i = state
+                .checkpoints
+                .partition_point(|c| c.position <= position);
             state.checkpoints[i.saturating_sub(1)]
         };
         let start = match hint {
@@ -342,7 +345,10 @@ mod tests {
         let r = record(3, Some(b"abc"));
         let mut scratch = Vec::new();
         let mut out = Vec::new();
-        assert_eq!(copy_rendered(ViewKind::Log, &r, 10, 0, 100, &mut scratch, &mut out), 4);
+        assert_eq!(
+            copy_rendered(ViewKind::Log, &r, 10, 0, 100, &mut scratch, &mut out),
+            4
+        );
         assert_eq!(out, b"abc\n");
         out.clear();
         copy_rendered(ViewKind::Log, &r, 10, 11, 14, &mut scratch, &mut out);
@@ -355,7 +361,10 @@ mod tests {
         assert_eq!(out, b"ab");
         out.clear();
         let tomb = record(4, None);
-        assert_eq!(copy_rendered(ViewKind::Log, &tomb, 0, 0, 9, &mut scratch, &mut out), 1);
+        assert_eq!(
+            copy_rendered(ViewKind::Log, &tomb, 0, 0, 9, &mut scratch, &mut out),
+            1
+        );
         assert_eq!(out, b"\n");
     }
 
@@ -387,7 +396,12 @@ mod tests {
     fn fill(log: &Log, batches: usize, per_batch: usize) {
         for b in 0..batches {
             let records: Vec<NewRecord> = (0..per_batch)
-                .map(|i| NewRecord::value(format!("batch {b} record {i} {}", "x".repeat((b * 7 + i) % 50))))
+                .map(|i| {
+                    NewRecord::value(format!(
+                        "batch {b} record {i} {}",
+                        "x".repeat((b * 7 + i) % 50)
+                    ))
+                })
                 .collect();
             log.append(&records).unwrap();
         }
@@ -401,7 +415,7 @@ mod tests {
         for kind in [ViewKind::Log, ViewKind::Jsonl] {
             let map = ViewMap::new(log.clone(), kind, 0);
             let want = expected(&log, kind, 0);
-            assert_eq!(map.len().unwrap(), want.len() as u64);
+            assert_eq!(map.len_bytes().unwrap(), want.len() as u64);
             assert!(map.lock().checkpoints.len() > 2, "checkpoints were added");
             // Random-ish positions and sizes, without hints.
             let mut position = 0u64;
@@ -432,18 +446,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
         let map = ViewMap::new(log.clone(), ViewKind::Log, 0);
-        assert_eq!(map.len().unwrap(), 0);
+        assert_eq!(map.len_bytes().unwrap(), 0);
         assert_eq!(map.read(0, 10, None).unwrap().0, b"");
         fill(&log, 10, 5);
         let first = expected(&log, ViewKind::Log, 0);
-        assert_eq!(map.len().unwrap(), first.len() as u64);
+        assert_eq!(map.len_bytes().unwrap(), first.len() as u64);
         fill(&log, 10, 5);
         let second = expected(&log, ViewKind::Log, 0);
-        assert_eq!(map.len().unwrap(), second.len() as u64);
+        assert_eq!(map.len_bytes().unwrap(), second.len() as u64);
         assert_eq!(&second[..first.len()], &first[..], "old bytes never change");
         for from in [0, 1, 17, 49, 99, 100] {
             let tail = expected(&log, ViewKind::Log, from);
-            assert_eq!(map.position_of(from).unwrap(), (second.len() - tail.len()) as u64);
+            assert_eq!(
+                map.position_of(from).unwrap(),
+                (second.len() - tail.len()) as u64
+            );
         }
     }
 
@@ -454,18 +471,71 @@ mod tests {
         fill(&log, 20, 5);
         let old = ViewMap::new(log.clone(), ViewKind::Log, 0);
         let before = expected(&log, ViewKind::Log, 0);
-        assert_eq!(old.len().unwrap(), before.len() as u64);
+        assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
         log.delete_records(50).unwrap();
         fill(&log, 1, 1);
         let new = ViewMap::new(log.clone(), ViewKind::Log, log.log_start_offset());
         let new_bytes = expected(&log, ViewKind::Log, 50);
-        assert_eq!(new.len().unwrap(), new_bytes.len() as u64);
+        assert_eq!(new.len_bytes().unwrap(), new_bytes.len() as u64);
         // The old generation grew by exactly the new record and kept its prefix.
-        let grown = old.len().unwrap();
+        let grown = old.len_bytes().unwrap();
         let (tail, _) = old.read(before.len() as u64, 1 << 20, None).unwrap();
         assert_eq!(grown, before.len() as u64 + tail.len() as u64);
         assert_eq!(tail, &new_bytes[new_bytes.len() - tail.len()..]);
         let (head, _) = old.read(0, 10, None).unwrap();
         assert_eq!(head, &before[..10]);
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+    use crate::engine::{LogConfig, NewRecord};
+
+    #[test]
+    fn readers_never_see_torn_bytes_while_the_log_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+        let writer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for b in 0..2000 {
+                    let records: Vec<NewRecord> = (0..5)
+                        .map(|i| NewRecord::value(format!("r{b:05}-{i}-{}", "y".repeat(40))))
+                        .collect();
+                    log.append(&records).unwrap();
+                }
+            })
+        };
+        let map = Arc::new(ViewMap::new(log.clone(), ViewKind::Log, 0));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let map = map.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        let total = map.len_bytes().unwrap();
+                        let mut got = Vec::new();
+                        let mut hint = None;
+                        while (got.len() as u64) < total {
+                            let (chunk, next) = map.read(got.len() as u64, 4096, hint).unwrap();
+                            assert!(!chunk.is_empty());
+                            got.extend_from_slice(&chunk);
+                            hint = next;
+                        }
+                        for line in got[..total as usize].split(|b| *b == b'\n') {
+                            assert!(
+                                line.is_empty() || line.len() == 49,
+                                "{:?}",
+                                String::from_utf8_lossy(line)
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for r in readers {
+            r.join().unwrap();
+        }
     }
 }

@@ -1,1 +1,542 @@
-//! The thin FUSE adapter: each `fuser::Filesystem` callback calls one function of [`crate::fs`].
+//! The thin FUSE adapter: each `fuser::Filesystem` callback calls one function of [`crate::fs`]
+//! and maps its result; [`errno`] is the one place where errors become errno values.
+//!
+//! Session setup ([`start`]) mounts with `default_permissions` always on (the kernel enforces
+//! the modes the filesystem reports), `allow_other` only when asked, and several worker
+//! threads, each with its own cloned `/dev/fuse` descriptor.
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
+    SessionACL, TimeOrNow, WriteFlags,
+};
+use log::{debug, error, info, warn};
+
+use crate::engine::EngineError;
+use crate::fs::{AccessMode, Attr, CachePolicy, Caller, Entry, FileKind, FsError, LmqFs, SetAttr};
+
+/// Largest write the kernel sends in one request (its own cap is 1 MiB).
+pub const MAX_WRITE_BYTES: u32 = 1024 * 1024;
+
+/// The errno for each error of the filesystem layer. Exhaustive, without a wildcard, so a new
+/// error variant forces a decision here.
+pub fn errno(error: &FsError) -> Errno {
+    match error {
+        FsError::NotFound(_) => Errno::ENOENT,
+        FsError::InvalidInput(_) => Errno::EINVAL,
+        FsError::NotPermitted(_) => Errno::EPERM,
+        FsError::AccessDenied(_) => Errno::EACCES,
+        FsError::BadHandle(_) => Errno::EBADF,
+        FsError::NotADirectory(_) => Errno::ENOTDIR,
+        FsError::IsADirectory(_) => Errno::EISDIR,
+        FsError::ReadOnly => Errno::EROFS,
+        FsError::NotImplemented(_) => Errno::EOPNOTSUPP,
+        // An old view generation whose segment files were deleted: the handle is stale.
+        FsError::Gone(_) => Errno::ESTALE,
+        FsError::Io { source, .. } => io_errno(source),
+        FsError::Engine(e) => match e {
+            EngineError::Io { source, .. } => io_errno(source),
+            EngineError::Record(_)
+            | EngineError::Corrupt { .. }
+            | EngineError::CorruptIndex { .. } => Errno::EIO,
+            // Name lookups turn this into NotFound; it only arrives here from a command's
+            // offset argument, which is then the caller's mistake.
+            EngineError::OffsetOutOfRange { .. } => Errno::EINVAL,
+            EngineError::RecordTooLarge { .. } => Errno::EFBIG,
+            EngineError::InvalidArgument(_)
+            | EngineError::Config(_)
+            | EngineError::InvalidTopicName { .. }
+            | EngineError::PartitionCountDecrease { .. } => Errno::EINVAL,
+            EngineError::TopicExists(_) => Errno::EEXIST,
+            EngineError::UnknownTopic(_) | EngineError::UnknownPartition { .. } => Errno::ENOENT,
+            // Never raised while serving (the lock is taken before mounting).
+            EngineError::DataDirLocked { .. } => Errno::EBUSY,
+            // The daemon is shutting down.
+            EngineError::Closed => Errno::ESHUTDOWN,
+        },
+    }
+}
+
+fn io_errno(e: &io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_i32)
+}
+
+/// Logs a refused request with its reason and returns its errno.
+fn refuse(op: &str, error: FsError) -> Errno {
+    let code = errno(&error);
+    match &error {
+        // Shells and tools probe names all the time: not worth more than debug.
+        FsError::NotFound(_) => debug!("{op}: {error} (errno {})", code.code()),
+        FsError::Io { .. }
+        | FsError::Engine(EngineError::Io { .. } | EngineError::Corrupt { .. }) => {
+            error!("{op}: {error} (errno {})", code.code())
+        }
+        _ => info!("refused {op}: {error} (errno {})", code.code()),
+    }
+    code
+}
+
+/// The `fuser::Filesystem` over [`LmqFs`].
+pub struct FuseAdapter {
+    fs: Arc<LmqFs>,
+    uid: u32,
+    gid: u32,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<LmqFs>, uid: u32, gid: u32) -> FuseAdapter {
+        FuseAdapter { fs, uid, gid }
+    }
+
+    fn file_attr(&self, attr: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(attr.ino),
+            size: attr.size,
+            blocks: attr.size.div_ceil(512),
+            atime: attr.mtime,
+            mtime: attr.mtime,
+            ctime: attr.mtime,
+            crtime: attr.mtime,
+            kind: match attr.kind {
+                FileKind::Directory => FileType::Directory,
+                FileKind::RegularFile => FileType::RegularFile,
+            },
+            perm: attr.perm,
+            nlink: attr.nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn reply_entry(&self, entry: Entry, reply: ReplyEntry) {
+        reply.entry(&entry.ttl, &self.file_attr(&entry.attr), Generation(0));
+    }
+}
+
+fn access_mode(flags: OpenFlags) -> AccessMode {
+    match flags.acc_mode() {
+        OpenAccMode::O_RDONLY => AccessMode::Read,
+        OpenAccMode::O_WRONLY => AccessMode::Write,
+        OpenAccMode::O_RDWR => AccessMode::ReadWrite,
+    }
+}
+
+fn fopen_flags(cache: CachePolicy) -> FopenFlags {
+    match cache {
+        CachePolicy::DirectIo => FopenFlags::FOPEN_DIRECT_IO,
+        CachePolicy::KeepCache => FopenFlags::FOPEN_KEEP_CACHE,
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        if let Err(max) = config.set_max_write(MAX_WRITE_BYTES) {
+            let _ = config.set_max_write(max);
+        }
+        if let Err(max) = config.set_max_readahead(MAX_WRITE_BYTES) {
+            let _ = config.set_max_readahead(max);
+        }
+        // O_TRUNC arrives as an open flag (ignored) rather than a separate truncate;
+        // lookups in one directory may run in parallel.
+        for flag in [
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            if config.capabilities().contains(flag) {
+                let _ = config.add_capabilities(flag);
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name) {
+            Ok(entry) => self.reply_entry(entry, reply),
+            Err(e) => reply.error(refuse(&format!("lookup {name:?} in inode {parent}"), e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+            Ok(entry) => reply.attr(&entry.ttl, &self.file_attr(&entry.attr)),
+            Err(e) => reply.error(refuse(&format!("getattr inode {ino}"), e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = SetAttr {
+            size,
+            mode,
+            uid,
+            gid,
+            times: atime.is_some() || mtime.is_some(),
+        };
+        match self.fs.setattr(ino.0, fh.map(|f| f.0), change) {
+            Ok(entry) => reply.attr(&entry.ttl, &self.file_attr(&entry.attr)),
+            Err(e) => reply.error(refuse(&format!("setattr inode {ino}"), e)),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.fs.mkdir(parent.0, name) {
+            Ok(entry) => self.reply_entry(entry, reply),
+            Err(e) => reply.error(refuse(&format!("mkdir {name:?}"), e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let e = self
+            .fs
+            .create(parent.0, name)
+            .expect_err("creation is refused");
+        reply.error(refuse(&format!("mknod {name:?}"), e));
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let e = self
+            .fs
+            .create(parent.0, name)
+            .expect_err("creation is refused");
+        reply.error(refuse(&format!("create {name:?}"), e));
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.unlink(parent.0, name, Caller { pid: req.pid() }) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(refuse(&format!("unlink {name:?}"), e)),
+        }
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.rmdir(parent.0, name, Caller { pid: req.pid() }) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(refuse(&format!("rmdir {name:?}"), e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let e = self
+            .fs
+            .create(parent.0, link_name)
+            .expect_err("creation is refused");
+        reply.error(refuse(&format!("symlink {link_name:?}"), e));
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let e = self
+            .fs
+            .create(newparent.0, newname)
+            .expect_err("creation is refused");
+        reply.error(refuse(&format!("link {newname:?}"), e));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let e = self
+            .fs
+            .rename(parent.0, name)
+            .expect_err("rename is refused");
+        reply.error(refuse(&format!("rename {name:?} to {newname:?}"), e));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, access_mode(flags)) {
+            Ok(opened) => reply.opened(FileHandle(opened.fh), fopen_flags(opened.cache)),
+            Err(e) => reply.error(refuse(&format!("open inode {ino}"), e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(ino.0, fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(refuse(&format!("read inode {ino} at {offset}"), e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.fs.write(ino.0, fh.0, data) {
+            Ok(written) => reply.written(written),
+            Err(e) => reply.error(refuse(
+                &format!("write of {} bytes to inode {ino}", data.len()),
+                e,
+            )),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.flush(ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(refuse(&format!("close of inode {ino}"), e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.release(ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(refuse(&format!("release of inode {ino}"), e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsync(ino.0, fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(refuse(&format!("fsync of inode {ino}"), e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(ino.0) {
+            Ok(entries) => {
+                for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+                    let kind = match entry.kind {
+                        FileKind::Directory => FileType::Directory,
+                        FileKind::RegularFile => FileType::RegularFile,
+                    };
+                    if reply.add(INodeNo(entry.ino), (i + 1) as u64, kind, &entry.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(refuse(&format!("readdir inode {ino}"), e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: fuser::ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+}
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountSettings {
+    pub mountpoint: PathBuf,
+    /// Shown as the mount's source (the data directory).
+    pub fsname: String,
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub read_only: bool,
+    /// Worker threads serving requests.
+    pub threads: usize,
+}
+
+/// A mounted, serving session.
+pub struct Running {
+    unmounter: fuser::SessionUnmounter,
+    worker: JoinHandle<io::Result<()>>,
+}
+
+impl Running {
+    /// Unmounts; the session ends once the kernel has let go.
+    pub fn unmount(&mut self) -> io::Result<()> {
+        self.unmounter.unmount()
+    }
+
+    /// Whether the session has ended (unmounted from outside, or after [`Self::unmount`]).
+    pub fn is_finished(&self) -> bool {
+        self.worker.is_finished()
+    }
+
+    /// Waits for the session to end.
+    pub fn join(self) -> io::Result<()> {
+        self.worker
+            .join()
+            .map_err(|_| io::Error::other("the FUSE session thread panicked"))?
+    }
+
+    /// Waits up to `timeout` for the session to end; returns whether it did.
+    pub fn wait_finished(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.worker.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+/// Mounts `fs` and starts serving on `settings.threads` threads. Returns once the kernel has
+/// completed the FUSE handshake, so the mount is ready for requests.
+pub fn start(fs: Arc<LmqFs>, settings: &MountSettings) -> io::Result<Running> {
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let adapter = FuseAdapter::new(fs, uid, gid);
+    let mut options = vec![
+        MountOption::FSName(settings.fsname.clone()),
+        // As a kernel option, so that the mount's type reads `fuse.lmqfs` also when the
+        // kernel mount is done directly (fuser passes `Subtype` only to fusermount).
+        MountOption::CUSTOM("subtype=lmqfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    options.push(if settings.read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if settings.allow_other {
+        SessionACL::All
+    } else if settings.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(settings.threads.max(1));
+    config.clone_fd = settings.threads > 1;
+    let mut session = fuser::Session::new(adapter, &settings.mountpoint, &config)?;
+    let unmounter = session.unmount_callable();
+    let worker = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || session.run())?;
+    if worker.is_finished() {
+        warn!("the FUSE session ended right after mounting");
+    }
+    Ok(Running { unmounter, worker })
+}

@@ -182,12 +182,20 @@ impl Mount {
     /// `umount MNT` and waits for the daemon, which must exit by itself. Returns its status.
     pub fn unmount(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("daemon running");
-        let umount = run_quiet("umount", &[self.mnt.as_os_str()]);
-        if !umount {
+        let umount = Command::new("umount")
+            .arg(&self.mnt)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run umount");
+        if !umount.status.success() {
             let _ = child.kill();
             let _ = child.wait();
             force_unmount(&self.mnt);
-            panic!("`umount {}` failed", self.mnt.display());
+            panic!(
+                "`umount {}` failed: {}",
+                self.mnt.display(),
+                String::from_utf8_lossy(&umount.stderr)
+            );
         }
         match wait_timeout(&mut child, EXIT_TIMEOUT) {
             Some(status) => status,

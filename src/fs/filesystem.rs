@@ -1,0 +1,1508 @@
+//! [`LmqFs`]: every operation of the file interface, as plain functions over inode numbers.
+//!
+//! The FUSE adapter calls exactly one method per callback and maps the result; nothing here
+//! knows about `fuser`. Tests drive it directly.
+//!
+//! Caching decisions (the adapter passes them on to the kernel):
+//! - Every file is opened `direct_io` ([`CachePolicy::DirectIo`]): each `read()` reaches us and
+//!   is answered from the log as it is now, and writes to `append` go straight to the engine.
+//!   Views (`log`, `log.jsonl`, `from/*`) were first page-cached per generation inode (their
+//!   bytes below a size never change), but with concurrent readers of a growing view the
+//!   kernel can keep a page that a short read at the old end-of-file zero-filled while it
+//!   already knows the larger size from another reader's `stat`, and serve those zeros as
+//!   data. Until views serve only whole pages through the cache with explicit invalidation,
+//!   correctness wins over the second-read speedup.
+//! - File attributes and entries have a zero TTL ([`FILE_TTL`]): every `stat`, every lookup
+//!   of `log` (which resolves to the current generation) and every read past the kernel's
+//!   cached size ask us, which is how `tail -f` sees growth and how a new open sees the
+//!   current log start.
+//! - Directories have a short TTL ([`DIR_TTL`]); structural changes made through the mount
+//!   (mkdir, rmdir) invalidate the kernel's entries themselves.
+//!
+//! Lock order: `inodes`, `handles`, `views` and `outcomes` are leaf locks: none is held while
+//! taking another or while calling into the engine, except `views` around creating a map
+//! (which does no I/O) and a handle's own `pending` mutex around its append.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use log::{debug, info};
+
+use crate::engine::{now_ms, EngineError, Log, LogConfig, LogManager};
+use crate::fs::append::{AppendFormat, PendingLine};
+use crate::fs::control::{self, Command, Outcome, OutcomeLog, Scope};
+use crate::fs::error::{FsError, FsResult};
+use crate::fs::inode::{InodeTable, ROOT_INO};
+use crate::fs::json::record_json_line;
+use crate::fs::node::{
+    self, is_segment_file_name, parse_from_entry, parse_partition, parse_partition_entry,
+    parse_topic_file, partition_dir_name, partition_file_name, topic_file_name, Node, PartitionDir,
+    PartitionEntry, PartitionFile, PartitionId, RecordFormat, TopicFile, ViewId, ViewKind,
+};
+use crate::fs::time::{format_rfc3339_ms, parse_timestamp_ms};
+use crate::fs::view::{Cursor, ViewMap};
+
+/// Attribute and entry lifetime of directories.
+pub const DIR_TTL: Duration = Duration::from_secs(1);
+/// Attribute and entry lifetime of files: zero, so sizes are never stale.
+pub const FILE_TTL: Duration = Duration::ZERO;
+
+/// The root `README`.
+pub const README_TEXT: &str = "\
+lmqfs: a Kafka-style commit log as files.
+
+  mkdir TOPIC                        create a topic (mount's default config and partitions)
+  rmdir TOPIC  (or rm -rf TOPIC)     delete a topic and its data
+  control                            write: flush | retention | compact  (every topic)
+  TOPIC/config                       read: effective config; write key=value lines to change
+  TOPIC/partitions                   read: count; write a larger number to add partitions
+  TOPIC/control                      write: roll | flush | retention | compact
+  TOPIC/P/append                     write: one record per line
+  TOPIC/P/append.jsonl               write: one JSON record per line:
+                                     {\"key\":..,\"value\":..,\"headers\":{..},\"timestamp\":ms}
+  TOPIC/P/OFFSET                     read: the value of the record at OFFSET
+  TOPIC/P/OFFSET.json                read: the record at OFFSET as JSON
+  TOPIC/P/log, log.jsonl             read: every record, one per line (tail -f works)
+  TOPIC/P/from/OFFSET[.jsonl]        read: like log, from OFFSET on
+  TOPIC/P/time/T                     read: first offset with timestamp >= T (ms or RFC 3339)
+  TOPIC/P/stats                      read: JSON facts about the partition
+  TOPIC/P/control                    write: roll | flush | retention | compact
+                                            | delete-records OFFSET
+  TOPIC/P/segments/                  read: the raw segment and index files
+
+Examples:
+  mkdir orders && echo 'hello' > orders/0/append && cat orders/0/log
+  tail -f orders/0/log.jsonl | jq .value
+";
+
+/// File or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    RegularFile,
+}
+
+/// What `stat` shows. Owner and timestamps other than `mtime` are the adapter's business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub size: u64,
+    pub nlink: u32,
+    pub mtime: SystemTime,
+}
+
+/// A looked-up or stat-ed node with how long the kernel may cache it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub attr: Attr,
+    pub ttl: Duration,
+}
+
+/// How the kernel should cache an open file's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Bypass the page cache: every read and write reaches us.
+    DirectIo,
+    /// Keep cached pages across opens. Unused for now: see the module docs on views.
+    KeepCache,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    pub cache: CachePolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMode {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl AccessMode {
+    fn reads(self) -> bool {
+        matches!(self, AccessMode::Read | AccessMode::ReadWrite)
+    }
+    fn writes(self) -> bool {
+        matches!(self, AccessMode::Write | AccessMode::ReadWrite)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: String,
+}
+
+/// Who asks, for the one decision that depends on it (see [`LmqFs::unlink`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub pid: u32,
+}
+
+/// The changes a `setattr` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// atime/mtime changes (`touch`): accepted and ignored.
+    pub times: bool,
+}
+
+/// Mount-wide settings of the filesystem layer.
+#[derive(Debug, Clone, Default)]
+pub struct FsOptions {
+    pub read_only: bool,
+}
+
+/// Identifies one position map: a partition's view kind at one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ViewKey {
+    partition: PartitionId,
+    kind: ViewKind,
+    generation: i64,
+}
+
+/// An open file.
+enum Handle {
+    /// Content rendered at open (README, stats, `<offset>`, `time/<T>`, ...).
+    Snapshot(Vec<u8>),
+    /// `control`, `config`, `partitions`: each write is applied at once; reads see the
+    /// content rendered at open.
+    Writable {
+        node: Node,
+        snapshot: Vec<u8>,
+    },
+    Append {
+        partition: PartitionId,
+        log: Arc<Log>,
+        format: AppendFormat,
+        pending: Mutex<PendingLine>,
+    },
+    View {
+        map: Arc<ViewMap>,
+        /// Where this view starts in the map (non-zero for `from/<offset>`).
+        base: u64,
+        cursor: Mutex<Option<Cursor>>,
+    },
+    Segment {
+        file: std::fs::File,
+        name: String,
+    },
+}
+
+/// The filesystem semantics over a [`LogManager`]. Shareable across threads.
+pub struct LmqFs {
+    manager: Arc<LogManager>,
+    options: FsOptions,
+    started: SystemTime,
+    inodes: Mutex<InodeTable>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    views: Mutex<HashMap<ViewKey, Arc<ViewMap>>>,
+    /// Recent control outcomes by scope: "" (root), "topic", "topic/partition".
+    outcomes: Mutex<HashMap<String, OutcomeLog>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every structure behind these locks stays consistent across a panic in another request
+    // (each update is a single insert/remove), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn name_str(name: &OsStr) -> FsResult<&str> {
+    std::str::from_utf8(name.as_bytes()).map_err(|_| FsError::not_found("a name that is not UTF-8"))
+}
+
+impl LmqFs {
+    pub fn new(manager: Arc<LogManager>, options: FsOptions) -> LmqFs {
+        LmqFs {
+            manager,
+            options,
+            started: SystemTime::now(),
+            inodes: Mutex::new(InodeTable::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            views: Mutex::new(HashMap::new()),
+            outcomes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn manager(&self) -> &Arc<LogManager> {
+        &self.manager
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Node> {
+        lock(&self.inodes)
+            .node(ino)
+            .cloned()
+            .ok_or_else(|| FsError::not_found(format!("inode {ino}")))
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        lock(&self.handles)
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::BadHandle(format!("unknown file handle {fh}")))
+    }
+
+    fn check_writable_mount(&self) -> FsResult<()> {
+        if self.options.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    // ----- resolving names -------------------------------------------------------------
+
+    fn topic_exists(&self, topic: &str) -> FsResult<u32> {
+        match self.manager.partition_count(topic) {
+            Ok(n) => Ok(n),
+            Err(EngineError::UnknownTopic(_)) => {
+                Err(FsError::not_found(format!("topic {topic:?}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn partition_log(&self, p: &PartitionId) -> FsResult<Arc<Log>> {
+        match self.manager.log(&p.topic, p.partition) {
+            Ok(log) => Ok(log),
+            Err(EngineError::UnknownTopic(_) | EngineError::UnknownPartition { .. }) => {
+                Err(FsError::not_found(format!("partition {p}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks that `node` still exists (its topic, partition, record, segment).
+    fn validate(&self, node: &Node) -> FsResult<()> {
+        match node {
+            Node::Root | Node::Readme | Node::RootControl => Ok(()),
+            Node::Topic(t) | Node::TopicFile(t, _) => self.topic_exists(t).map(drop),
+            Node::Partition(p) | Node::PartitionFile(p, _) | Node::PartitionDir(p, _) => {
+                self.partition_log(p).map(drop)
+            }
+            Node::Time(p, _) | Node::View(ViewId { partition: p, .. }) => {
+                self.partition_log(p).map(drop)
+            }
+            Node::Record(p, offset, _) => self.read_record(p, *offset).map(drop),
+            Node::Segment(p, name) => self.segment_path(p, name).map(drop),
+        }
+    }
+
+    fn read_record(&self, p: &PartitionId, offset: i64) -> FsResult<crate::engine::Record> {
+        let log = self.partition_log(p)?;
+        match log.read_record(offset) {
+            Ok(Some(record)) => Ok(record),
+            Ok(None) => Err(FsError::not_found(format!(
+                "offset {offset} of {p}: removed by compaction"
+            ))),
+            Err(EngineError::OffsetOutOfRange {
+                log_start_offset,
+                log_end_offset,
+                ..
+            }) => Err(FsError::not_found(format!(
+                "offset {offset} of {p}: outside [{log_start_offset}, {log_end_offset})"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn segment_path(&self, p: &PartitionId, name: &str) -> FsResult<std::path::PathBuf> {
+        if !is_segment_file_name(name) {
+            return Err(FsError::not_found(format!("segment file {name:?}")));
+        }
+        let log = self.partition_log(p)?;
+        for segment in log.segments() {
+            for path in [
+                &segment.log_path,
+                &segment.offset_index_path,
+                &segment.time_index_path,
+            ] {
+                if path.file_name().and_then(OsStr::to_str) == Some(name) {
+                    return Ok(path.clone());
+                }
+            }
+        }
+        Err(FsError::not_found(format!("segment file {name:?} of {p}")))
+    }
+
+    /// The node `name` denotes inside `parent`, checked against the log.
+    fn resolve(&self, parent: &Node, name: &str) -> FsResult<Node> {
+        let missing = || FsError::not_found(format!("{}/{name}", parent.describe()));
+        match parent {
+            Node::Root => match name {
+                node::README => Ok(Node::Readme),
+                node::CONTROL => Ok(Node::RootControl),
+                _ => {
+                    if LogManager::validate_topic_name(name).is_err() {
+                        return Err(missing());
+                    }
+                    self.topic_exists(name)?;
+                    Ok(Node::Topic(Arc::from(name)))
+                }
+            },
+            Node::Topic(t) => {
+                if let Some(f) = parse_topic_file(name) {
+                    self.topic_exists(t)?;
+                    return Ok(Node::TopicFile(t.clone(), f));
+                }
+                let count = self.topic_exists(t)?;
+                let partition = parse_partition(name, count).ok_or_else(missing)?;
+                Ok(Node::Partition(PartitionId {
+                    topic: t.clone(),
+                    partition,
+                }))
+            }
+            Node::Partition(p) => {
+                let entry = parse_partition_entry(name).ok_or_else(missing)?;
+                let log = self.partition_log(p)?;
+                Ok(match entry {
+                    PartitionEntry::File(f) => Node::PartitionFile(p.clone(), f),
+                    PartitionEntry::Dir(d) => Node::PartitionDir(p.clone(), d),
+                    PartitionEntry::View(kind) => Node::View(ViewId {
+                        partition: p.clone(),
+                        kind,
+                        generation: log.log_start_offset(),
+                        from: None,
+                    }),
+                    PartitionEntry::Record(offset, format) => {
+                        self.read_record(p, offset)?;
+                        Node::Record(p.clone(), offset, format)
+                    }
+                })
+            }
+            Node::PartitionDir(p, PartitionDir::From) => {
+                let (offset, kind) = parse_from_entry(name).ok_or_else(missing)?;
+                let log = self.partition_log(p)?;
+                let (start, end) = (log.log_start_offset(), log.log_end_offset());
+                if offset < start || offset > end {
+                    return Err(FsError::not_found(format!(
+                        "from/{offset} of {p}: outside [{start}, {end}]"
+                    )));
+                }
+                Ok(Node::View(ViewId {
+                    partition: p.clone(),
+                    kind,
+                    generation: start,
+                    from: Some(offset),
+                }))
+            }
+            Node::PartitionDir(p, PartitionDir::Time) => {
+                self.partition_log(p)?;
+                let ms = parse_timestamp_ms(name).ok_or_else(|| {
+                    FsError::invalid(format!(
+                        "time/{name}: expected milliseconds since the epoch or an RFC 3339 time"
+                    ))
+                })?;
+                Ok(Node::Time(p.clone(), ms))
+            }
+            Node::PartitionDir(p, PartitionDir::Segments) => {
+                self.segment_path(p, name)?;
+                Ok(Node::Segment(p.clone(), Arc::from(name)))
+            }
+            _ => Err(FsError::NotADirectory(parent.describe())),
+        }
+    }
+
+    // ----- attributes ------------------------------------------------------------------
+
+    fn view_map(&self, view: &ViewId) -> FsResult<Arc<ViewMap>> {
+        let key = ViewKey {
+            partition: view.partition.clone(),
+            kind: view.kind,
+            generation: view.generation,
+        };
+        if let Some(map) = lock(&self.views).get(&key) {
+            return Ok(map.clone());
+        }
+        let log = self.partition_log(&view.partition)?;
+        let mut views = lock(&self.views);
+        if let Some(map) = views.get(&key) {
+            return Ok(map.clone());
+        }
+        // Maps of older generations are dropped from the table; open handles keep theirs.
+        views.retain(|k, _| {
+            !(k.partition == key.partition && k.kind == key.kind && k.generation < key.generation)
+        });
+        let map = Arc::new(ViewMap::new(log, view.kind, view.generation));
+        views.insert(key, map.clone());
+        Ok(map)
+    }
+
+    /// Where `view` starts in its map.
+    fn view_base(&self, view: &ViewId, map: &ViewMap) -> FsResult<u64> {
+        match view.from {
+            None => Ok(0),
+            Some(offset) => map.position_of(offset),
+        }
+    }
+
+    fn config_text(&self, topic: &str) -> FsResult<String> {
+        Ok(self.manager.topic_config(topic)?.to_properties())
+    }
+
+    fn stats_text(&self, p: &PartitionId) -> FsResult<String> {
+        let stats = self.partition_log(p)?.stats();
+        let last_roll = stats.last_roll.map(|r| {
+            serde_json::json!({
+                "time_ms": r.time_ms,
+                "time": format_rfc3339_ms(r.time_ms),
+                "reason": r.reason,
+                "new_base_offset": r.new_base_offset,
+            })
+        });
+        let value = serde_json::json!({
+            "log_start_offset": stats.log_start_offset,
+            "log_end_offset": stats.log_end_offset,
+            "recovery_point": stats.recovery_point,
+            "size_bytes": stats.size_bytes,
+            "segment_count": stats.segment_count,
+            "last_roll": last_roll,
+            "last_retention": null,
+            "last_compaction": null,
+        });
+        let mut text = serde_json::to_string_pretty(&value).expect("JSON of plain values");
+        text.push('\n');
+        Ok(text)
+    }
+
+    fn outcome_scope(node: &Node) -> Option<(String, Scope)> {
+        match node {
+            Node::RootControl => Some((String::new(), Scope::Root)),
+            Node::TopicFile(t, TopicFile::Control) => Some((t.to_string(), Scope::Topic)),
+            Node::PartitionFile(p, PartitionFile::Control) => {
+                Some((p.to_string(), Scope::Partition))
+            }
+            _ => None,
+        }
+    }
+
+    fn control_text(&self, node: &Node) -> String {
+        let Some((key, scope)) = Self::outcome_scope(node) else {
+            return String::new();
+        };
+        let outcomes = lock(&self.outcomes);
+        control::render(scope, outcomes.get(&key))
+    }
+
+    /// The content of a small file, rendered now.
+    fn render(&self, node: &Node) -> FsResult<Vec<u8>> {
+        Ok(match node {
+            Node::Readme => README_TEXT.as_bytes().to_vec(),
+            Node::RootControl
+            | Node::TopicFile(_, TopicFile::Control)
+            | Node::PartitionFile(_, PartitionFile::Control) => {
+                self.control_text(node).into_bytes()
+            }
+            Node::TopicFile(t, TopicFile::Config) => self.config_text(t)?.into_bytes(),
+            Node::TopicFile(t, TopicFile::Partitions) => {
+                format!("{}\n", self.topic_exists(t)?).into_bytes()
+            }
+            Node::PartitionFile(p, PartitionFile::Stats) => self.stats_text(p)?.into_bytes(),
+            Node::PartitionFile(_, PartitionFile::Append | PartitionFile::AppendJsonl) => {
+                Vec::new()
+            }
+            Node::Record(p, offset, RecordFormat::Value) => {
+                self.read_record(p, *offset)?.value.unwrap_or_default()
+            }
+            Node::Record(p, offset, RecordFormat::Json) => {
+                record_json_line(&self.read_record(p, *offset)?)
+            }
+            Node::Time(p, ms) => {
+                let offset = self.partition_log(p)?.offset_for_timestamp(*ms)?;
+                format!("{offset}\n").into_bytes()
+            }
+            Node::Root
+            | Node::Topic(_)
+            | Node::Partition(_)
+            | Node::PartitionDir(_, _)
+            | Node::View(_)
+            | Node::Segment(_, _) => {
+                return Err(FsError::IsADirectory(format!(
+                    "{} has no rendered content",
+                    node.describe()
+                )))
+            }
+        })
+    }
+
+    fn attr_of(&self, ino: u64, node: &Node, handle: Option<&Handle>) -> FsResult<Entry> {
+        let dir = |nlink: u32| Attr {
+            ino,
+            kind: FileKind::Directory,
+            perm: 0o755,
+            size: 0,
+            nlink,
+            mtime: self.started,
+        };
+        let file = |perm: u16, size: u64| Attr {
+            ino,
+            kind: FileKind::RegularFile,
+            perm,
+            size,
+            nlink: 1,
+            mtime: self.started,
+        };
+        let attr = match node {
+            Node::Root => dir(2 + self.manager.topics().len() as u32),
+            Node::Topic(t) => dir(2 + self.topic_exists(t)?),
+            Node::Partition(p) => {
+                self.partition_log(p)?;
+                dir(2 + 3)
+            }
+            Node::PartitionDir(p, _) => {
+                self.partition_log(p)?;
+                dir(2)
+            }
+            Node::Readme => file(0o444, README_TEXT.len() as u64),
+            Node::RootControl
+            | Node::TopicFile(_, TopicFile::Control)
+            | Node::PartitionFile(_, PartitionFile::Control) => {
+                self.validate(node)?;
+                file(0o600, self.control_text(node).len() as u64)
+            }
+            Node::TopicFile(_, TopicFile::Config | TopicFile::Partitions) => {
+                file(0o644, self.render(node)?.len() as u64)
+            }
+            Node::PartitionFile(p, PartitionFile::Append | PartitionFile::AppendJsonl) => {
+                self.partition_log(p)?;
+                file(0o200, 0)
+            }
+            Node::PartitionFile(_, PartitionFile::Stats) | Node::Record(..) | Node::Time(..) => {
+                file(0o444, self.render(node)?.len() as u64)
+            }
+            Node::View(view) => {
+                let size = match handle {
+                    Some(Handle::View { map, base, .. }) => map.len_bytes()? - base,
+                    _ => {
+                        let map = self.view_map(view)?;
+                        let base = self.view_base(view, &map)?;
+                        map.len_bytes()? - base
+                    }
+                };
+                file(0o444, size)
+            }
+            Node::Segment(p, name) => {
+                let size = match handle {
+                    Some(Handle::Segment { file, name }) => file
+                        .metadata()
+                        .map_err(|source| FsError::Io {
+                            what: name.clone(),
+                            source,
+                        })?
+                        .len(),
+                    _ => {
+                        let path = self.segment_path(p, name)?;
+                        std::fs::metadata(&path)
+                            .map_err(|source| FsError::Io {
+                                what: path.display().to_string(),
+                                source,
+                            })?
+                            .len()
+                    }
+                };
+                file(0o444, size)
+            }
+        };
+        let ttl = if node.is_dir() { DIR_TTL } else { FILE_TTL };
+        Ok(Entry { attr, ttl })
+    }
+
+    // ----- the operations --------------------------------------------------------------
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        let parent_node = self.node(parent)?;
+        let name = name_str(name)?;
+        let node = self.resolve(&parent_node, name)?;
+        let ino = lock(&self.inodes).ino_of(&node);
+        let entry = self.attr_of(ino, &node, None)?;
+        lock(&self.inodes).lookup(&node);
+        Ok(entry)
+    }
+
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        lock(&self.inodes).forget(ino, nlookup);
+    }
+
+    pub fn getattr(&self, ino: u64, fh: Option<u64>) -> FsResult<Entry> {
+        let node = self.node(ino)?;
+        let handle = fh.and_then(|fh| self.handle(fh).ok());
+        self.attr_of(ino, &node, handle.as_deref())
+    }
+
+    pub fn setattr(&self, ino: u64, fh: Option<u64>, change: SetAttr) -> FsResult<Entry> {
+        let node = self.node(ino)?;
+        if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
+            return Err(FsError::not_permitted(format!(
+                "{}: modes and owners are fixed",
+                node.describe()
+            )));
+        }
+        if let Some(size) = change.size {
+            let truncatable = matches!(
+                node,
+                Node::PartitionFile(_, PartitionFile::Append | PartitionFile::AppendJsonl)
+                    | Node::PartitionFile(_, PartitionFile::Control)
+                    | Node::TopicFile(..)
+                    | Node::RootControl
+            );
+            // Truncation to zero of a write target is what `>` does before writing: accepted
+            // and ignored, so `echo x > append` works like `>>`. Anything else would rewrite
+            // history.
+            if !(truncatable && size == 0) {
+                return Err(FsError::not_permitted(format!(
+                    "{}: cannot be truncated to {size} bytes",
+                    node.describe()
+                )));
+            }
+            self.check_writable_mount()?;
+        }
+        self.getattr(ino, fh)
+    }
+
+    pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        let mut children: Vec<(Node, String)> = Vec::new();
+        match &node {
+            Node::Root => {
+                children.push((Node::Readme, node::README.into()));
+                children.push((Node::RootControl, node::CONTROL.into()));
+                for topic in self.manager.topics() {
+                    children.push((Node::Topic(Arc::from(topic.as_str())), topic));
+                }
+            }
+            Node::Topic(t) => {
+                let count = self.topic_exists(t)?;
+                for f in [TopicFile::Config, TopicFile::Partitions, TopicFile::Control] {
+                    children.push((Node::TopicFile(t.clone(), f), topic_file_name(f).into()));
+                }
+                for partition in 0..count {
+                    let p = PartitionId {
+                        topic: t.clone(),
+                        partition,
+                    };
+                    children.push((Node::Partition(p), partition.to_string()));
+                }
+            }
+            Node::Partition(p) => {
+                let log = self.partition_log(p)?;
+                for f in [PartitionFile::Append, PartitionFile::AppendJsonl] {
+                    children.push((
+                        Node::PartitionFile(p.clone(), f),
+                        partition_file_name(f).into(),
+                    ));
+                }
+                for (kind, name) in [
+                    (ViewKind::Log, node::LOG),
+                    (ViewKind::Jsonl, node::LOG_JSONL),
+                ] {
+                    let view = ViewId {
+                        partition: p.clone(),
+                        kind,
+                        generation: log.log_start_offset(),
+                        from: None,
+                    };
+                    children.push((Node::View(view), name.into()));
+                }
+                for d in [PartitionDir::From, PartitionDir::Time] {
+                    children.push((
+                        Node::PartitionDir(p.clone(), d),
+                        partition_dir_name(d).into(),
+                    ));
+                }
+                for f in [PartitionFile::Stats, PartitionFile::Control] {
+                    children.push((
+                        Node::PartitionFile(p.clone(), f),
+                        partition_file_name(f).into(),
+                    ));
+                }
+                let segments = PartitionDir::Segments;
+                children.push((
+                    Node::PartitionDir(p.clone(), segments),
+                    partition_dir_name(segments).into(),
+                ));
+            }
+            Node::PartitionDir(p, PartitionDir::From | PartitionDir::Time) => {
+                // Offsets and times resolve by name only: a partition may hold billions.
+                self.partition_log(p)?;
+            }
+            Node::PartitionDir(p, PartitionDir::Segments) => {
+                let log = self.partition_log(p)?;
+                for segment in log.segments() {
+                    for path in [
+                        &segment.log_path,
+                        &segment.offset_index_path,
+                        &segment.time_index_path,
+                    ] {
+                        if let Some(name) = path.file_name().and_then(OsStr::to_str) {
+                            children.push((Node::Segment(p.clone(), Arc::from(name)), name.into()));
+                        }
+                    }
+                }
+            }
+            _ => return Err(FsError::NotADirectory(node.describe())),
+        }
+        let mut inodes = lock(&self.inodes);
+        let mut entries = Vec::with_capacity(children.len() + 2);
+        entries.push(DirEntry {
+            ino,
+            kind: FileKind::Directory,
+            name: ".".into(),
+        });
+        entries.push(DirEntry {
+            ino: ROOT_INO.max(ino),
+            kind: FileKind::Directory,
+            name: "..".into(),
+        });
+        for (child, name) in children {
+            let kind = if child.is_dir() {
+                FileKind::Directory
+            } else {
+                FileKind::RegularFile
+            };
+            entries.push(DirEntry {
+                ino: inodes.ino_of(&child),
+                kind,
+                name,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn insert_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, Arc::new(handle));
+        fh
+    }
+
+    pub fn open(&self, ino: u64, mode: AccessMode) -> FsResult<Opened> {
+        let node = self.node(ino)?;
+        let refuse = |why: &str| Err(FsError::AccessDenied(format!("{}: {why}", node.describe())));
+        let direct = |fh| {
+            Ok(Opened {
+                fh,
+                cache: CachePolicy::DirectIo,
+            })
+        };
+        match &node {
+            Node::Root | Node::Topic(_) | Node::Partition(_) | Node::PartitionDir(..) => {
+                Err(FsError::IsADirectory(node.describe()))
+            }
+            Node::PartitionFile(p, f @ (PartitionFile::Append | PartitionFile::AppendJsonl)) => {
+                if mode.reads() {
+                    return refuse("append files are write-only");
+                }
+                self.check_writable_mount()?;
+                let log = self.partition_log(p)?;
+                let format = if *f == PartitionFile::Append {
+                    AppendFormat::Lines
+                } else {
+                    AppendFormat::Jsonl
+                };
+                direct(self.insert_handle(Handle::Append {
+                    partition: p.clone(),
+                    log,
+                    format,
+                    pending: Mutex::new(PendingLine::default()),
+                }))
+            }
+            Node::RootControl
+            | Node::TopicFile(..)
+            | Node::PartitionFile(_, PartitionFile::Control) => {
+                if mode.writes() {
+                    self.check_writable_mount()?;
+                }
+                self.validate(&node)?;
+                let snapshot = if mode.reads() {
+                    self.render(&node)?
+                } else {
+                    Vec::new()
+                };
+                direct(self.insert_handle(Handle::Writable {
+                    node: node.clone(),
+                    snapshot,
+                }))
+            }
+            Node::Readme
+            | Node::PartitionFile(_, PartitionFile::Stats)
+            | Node::Record(..)
+            | Node::Time(..) => {
+                if mode.writes() {
+                    return refuse("read-only file");
+                }
+                let content = self.render(&node)?;
+                direct(self.insert_handle(Handle::Snapshot(content)))
+            }
+            Node::View(view) => {
+                if mode.writes() {
+                    return refuse("views are read-only; write to append or append.jsonl");
+                }
+                let map = self.view_map(view)?;
+                let base = self.view_base(view, &map)?;
+                let fh = self.insert_handle(Handle::View {
+                    map,
+                    base,
+                    cursor: Mutex::new(None),
+                });
+                Ok(Opened {
+                    fh,
+                    cache: CachePolicy::DirectIo,
+                })
+            }
+            Node::Segment(p, name) => {
+                if mode.writes() {
+                    return refuse("segment files are read-only");
+                }
+                let path = self.segment_path(p, name)?;
+                let file = std::fs::File::open(&path).map_err(|source| FsError::Io {
+                    what: path.display().to_string(),
+                    source,
+                })?;
+                direct(self.insert_handle(Handle::Segment {
+                    file,
+                    name: name.to_string(),
+                }))
+            }
+        }
+    }
+
+    pub fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let handle = self.handle(fh)?;
+        let slice = |content: &[u8]| {
+            let start = (offset as usize).min(content.len());
+            let end = start.saturating_add(size as usize).min(content.len());
+            content[start..end].to_vec()
+        };
+        match &*handle {
+            Handle::Snapshot(content) => Ok(slice(content)),
+            Handle::Writable { snapshot, .. } => Ok(slice(snapshot)),
+            Handle::Append { partition, .. } => Err(FsError::BadHandle(format!(
+                "{partition}: append files are write-only"
+            ))),
+            Handle::View { map, base, cursor } => {
+                let hint = *lock(cursor);
+                let (data, next) = map.read(base + offset, size as usize, hint)?;
+                *lock(cursor) = next;
+                Ok(data)
+            }
+            Handle::Segment { file, name } => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; size as usize];
+                let mut filled = 0;
+                while filled < buf.len() {
+                    match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(source) => {
+                            return Err(FsError::Io {
+                                what: format!("segment file {name} (inode {ino})"),
+                                source,
+                            })
+                        }
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf)
+            }
+        }
+    }
+
+    pub fn write(&self, _ino: u64, fh: u64, data: &[u8]) -> FsResult<u32> {
+        let handle = self.handle(fh)?;
+        let written = u32::try_from(data.len()).map_err(|_| FsError::invalid("write too large"))?;
+        match &*handle {
+            Handle::Append {
+                partition,
+                log,
+                format,
+                pending,
+            } => {
+                self.check_writable_mount()?;
+                let mut pending = lock(pending);
+                let split = match pending.split(data, *format) {
+                    Ok(split) => split,
+                    Err(e) => {
+                        pending.clear();
+                        return Err(e);
+                    }
+                };
+                if split.tail_start == 0 {
+                    // No complete line: bound what one open file may hold back.
+                    let limit = log.config().max_message_bytes as usize;
+                    if pending.len() + data.len() > limit {
+                        pending.clear();
+                        return Err(EngineError::RecordTooLarge {
+                            size: pending.len() + data.len(),
+                            max_message_bytes: limit,
+                        }
+                        .into());
+                    }
+                }
+                if !split.records.is_empty() {
+                    if let Err(e) = log.append(&split.records) {
+                        pending.clear();
+                        return Err(e.into());
+                    }
+                    debug!("{partition}: appended {} records", split.records.len());
+                }
+                pending.commit(data, &split);
+                Ok(written)
+            }
+            Handle::Writable { node, .. } => {
+                self.check_writable_mount()?;
+                self.apply_write(node, data)?;
+                Ok(written)
+            }
+            Handle::Snapshot(_) | Handle::View { .. } | Handle::Segment { .. } => {
+                Err(FsError::BadHandle("file is read-only".into()))
+            }
+        }
+    }
+
+    /// Appends the pending unterminated line of an append handle, if any.
+    fn append_pending(&self, handle: &Handle) -> FsResult<()> {
+        if let Handle::Append {
+            partition,
+            log,
+            format,
+            pending,
+        } = handle
+        {
+            let mut pending = lock(pending);
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if let Some(record) = pending.take_record(*format)? {
+                log.append(std::slice::from_ref(&record))?;
+                debug!("{partition}: appended the unterminated last line on close");
+            }
+        }
+        Ok(())
+    }
+
+    /// Called on every `close()` of a descriptor.
+    pub fn flush(&self, _ino: u64, fh: u64) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        self.append_pending(&handle)
+    }
+
+    pub fn release(&self, _ino: u64, fh: u64) -> FsResult<()> {
+        let handle = lock(&self.handles).remove(&fh);
+        match handle {
+            Some(handle) => self.append_pending(&handle),
+            None => Ok(()),
+        }
+    }
+
+    pub fn fsync(&self, _ino: u64, fh: u64) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        if let Handle::Append { log, .. } = &*handle {
+            log.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr) -> FsResult<Entry> {
+        let parent_node = self.node(parent)?;
+        if parent_node != Node::Root {
+            return Err(FsError::not_permitted(format!(
+                "mkdir in {}: only topics (directories in the mount root) can be created",
+                parent_node.describe()
+            )));
+        }
+        self.check_writable_mount()?;
+        let name = std::str::from_utf8(name.as_bytes())
+            .map_err(|_| FsError::invalid("topic names are ASCII [A-Za-z0-9._-]"))?;
+        self.manager.create_topic(name, None, &[])?;
+        info!("created topic {name:?}");
+        let node = Node::Topic(Arc::from(name));
+        let mut inodes = lock(&self.inodes);
+        inodes.detach(&node);
+        let ino = inodes.lookup(&node);
+        drop(inodes);
+        self.attr_of(ino, &node, None)
+    }
+
+    fn forget_topic_state(&self, topic: &str) {
+        lock(&self.inodes).detach_topic(topic);
+        lock(&self.views).retain(|k, _| &*k.partition.topic != topic);
+        let prefix = format!("{topic}/");
+        lock(&self.outcomes).retain(|k, _| k != topic && !k.starts_with(&prefix));
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr, caller: Caller) -> FsResult<()> {
+        let parent_node = self.node(parent)?;
+        let name_s = name_str(name)?;
+        let node = self.resolve(&parent_node, name_s)?;
+        match &node {
+            Node::Topic(t) => {
+                self.check_writable_mount()?;
+                self.manager.delete_topic(t)?;
+                self.forget_topic_state(t);
+                info!("deleted topic {t:?}");
+                Ok(())
+            }
+            Node::Partition(_) | Node::PartitionDir(..) => self.removal_inside_topic(&node, caller),
+            _ if !node.is_dir() => Err(FsError::NotADirectory(node.describe())),
+            _ => Err(FsError::not_permitted(format!("rmdir {}", node.describe()))),
+        }
+    }
+
+    /// `unlink` of any file: the files of the interface are fixed, so this is refused, except
+    /// as a step of a recursive removal (see [`caller_removes_recursively`]).
+    pub fn unlink(&self, parent: u64, name: &OsStr, caller: Caller) -> FsResult<()> {
+        let parent_node = self.node(parent)?;
+        let node = self.resolve(&parent_node, name_str(name)?)?;
+        if node.is_dir() {
+            return Err(FsError::IsADirectory(node.describe()));
+        }
+        if node.topic().is_none() {
+            return Err(FsError::not_permitted(format!(
+                "{}: fixed files cannot be removed",
+                node.describe()
+            )));
+        }
+        self.removal_inside_topic(&node, caller)
+    }
+
+    /// `rm -r TOPIC` removes the files inside a topic before the topic itself, and gives up
+    /// on the topic at the first refusal. So that `rm -rf TOPIC` deletes the topic as
+    /// `rmdir TOPIC` does, a recursive `rm` gets success for the files and subdirectories
+    /// inside a topic, which change nothing (and vanish for real with the topic's `rmdir`).
+    /// Anyone else gets EPERM: the fixed files of the interface cannot be removed.
+    fn removal_inside_topic(&self, node: &Node, caller: Caller) -> FsResult<()> {
+        if !caller_removes_recursively(caller.pid) {
+            return Err(FsError::not_permitted(format!(
+                "{}: fixed files cannot be removed (rmdir the topic to delete it)",
+                node.describe()
+            )));
+        }
+        self.check_writable_mount()?;
+        debug!(
+            "{}: removal by recursive rm (pid {}) accepted as a no-op; the topic's rmdir deletes it",
+            node.describe(),
+            caller.pid
+        );
+        // The kernel now considers the inode removed: the next lookup gets a fresh number.
+        lock(&self.inodes).detach(node);
+        Ok(())
+    }
+
+    pub fn rename(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let parent_node = self.node(parent)?;
+        let node = self.resolve(&parent_node, name_str(name)?)?;
+        Err(FsError::not_permitted(format!(
+            "{}: names are fixed and cannot be renamed",
+            node.describe()
+        )))
+    }
+
+    pub fn create(&self, parent: u64, name: &OsStr) -> FsResult<()> {
+        let parent_node = self.node(parent)?;
+        Err(FsError::not_permitted(format!(
+            "create {}/{}: files cannot be created here (mkdir in the root creates a topic)",
+            parent_node.describe(),
+            name.to_string_lossy()
+        )))
+    }
+
+    // ----- writes to control, config and partitions -----------------------------------
+
+    fn apply_write(&self, node: &Node, data: &[u8]) -> FsResult<()> {
+        match node {
+            Node::TopicFile(t, TopicFile::Config) => {
+                let text = std::str::from_utf8(data)
+                    .map_err(|_| FsError::invalid("config must be UTF-8 key=value lines"))?;
+                let pairs = LogConfig::parse_properties(text).map_err(EngineError::from)?;
+                if pairs.is_empty() {
+                    return Ok(());
+                }
+                self.manager.alter_topic_config(t, &pairs)?;
+                info!("topic {t:?}: config changed: {pairs:?}");
+                Ok(())
+            }
+            Node::TopicFile(t, TopicFile::Partitions) => {
+                let text = std::str::from_utf8(data).unwrap_or("").trim();
+                let requested = text.parse::<u32>().map_err(|_| {
+                    FsError::invalid(format!(
+                        "partitions: expected a partition count, got {text:?}"
+                    ))
+                })?;
+                let current = self.topic_exists(t)?;
+                if requested != current {
+                    self.manager.set_partition_count(t, requested)?;
+                    info!("topic {t:?}: partitions {current} -> {requested}");
+                }
+                Ok(())
+            }
+            Node::RootControl
+            | Node::TopicFile(_, TopicFile::Control)
+            | Node::PartitionFile(_, PartitionFile::Control) => {
+                let (key, scope) = Self::outcome_scope(node).expect("a control node");
+                let command = control::parse_command(data, scope)?;
+                let result = self.run_command(node, command);
+                let outcome = Outcome {
+                    time_ms: now_ms(),
+                    command: command.name(),
+                    result: match &result {
+                        Ok(detail) => Ok(detail.clone()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                lock(&self.outcomes).entry(key).or_default().push(outcome);
+                result.map(drop)
+            }
+            _ => Err(FsError::BadHandle(format!(
+                "{} is not writable",
+                node.describe()
+            ))),
+        }
+    }
+
+    fn run_command(&self, node: &Node, command: Command) -> FsResult<String> {
+        let partitions = |topic: &Arc<str>| -> FsResult<Vec<Arc<Log>>> {
+            let count = self.topic_exists(topic)?;
+            (0..count)
+                .map(|partition| {
+                    self.partition_log(&PartitionId {
+                        topic: topic.clone(),
+                        partition,
+                    })
+                })
+                .collect()
+        };
+        match (node, command) {
+            (_, Command::Retention | Command::Compact) => Err(FsError::NotImplemented(format!(
+                "the {} command",
+                command.name()
+            ))),
+            (Node::RootControl, Command::Flush) => {
+                self.manager.flush_all()?;
+                Ok(String::new())
+            }
+            (Node::TopicFile(t, _), Command::Roll) => {
+                partitions(t)?.iter().try_for_each(|log| log.roll())?;
+                Ok(String::new())
+            }
+            (Node::TopicFile(t, _), Command::Flush) => {
+                partitions(t)?.iter().try_for_each(|log| log.flush())?;
+                Ok(String::new())
+            }
+            (Node::PartitionFile(p, _), Command::Roll) => {
+                let log = self.partition_log(p)?;
+                log.roll()?;
+                Ok(format!(
+                    "active segment base offset {}",
+                    log.log_end_offset()
+                ))
+            }
+            (Node::PartitionFile(p, _), Command::Flush) => {
+                let log = self.partition_log(p)?;
+                log.flush()?;
+                Ok(format!("recovery point {}", log.recovery_point()))
+            }
+            (Node::PartitionFile(p, _), Command::DeleteRecords(offset)) => {
+                let log = self.partition_log(p)?;
+                let start = log.delete_records(offset)?;
+                info!("{p}: delete-records {offset}: log start offset now {start}");
+                Ok(format!("log start offset {start}"))
+            }
+            (_, command) => Err(FsError::invalid(format!(
+                "{} is not accepted by {}",
+                command.name(),
+                node.describe()
+            ))),
+        }
+    }
+
+    /// Flushes every log (used before shutdown).
+    pub fn flush_all(&self) -> FsResult<()> {
+        self.manager.flush_all().map_err(FsError::from)
+    }
+}
+
+/// Whether process `pid` is a recursive `rm` (`rm -r`, `rm -rf`, `rm --recursive`, also
+/// busybox's). Decided from `/proc/<pid>/cmdline`; anything unreadable counts as no.
+pub fn caller_removes_recursively(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    is_recursive_rm(&cmdline)
+}
+
+fn is_recursive_rm(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+    let Some(program) = args.next() else {
+        return false;
+    };
+    let program = program.rsplit(|b| *b == b'/').next().unwrap_or(program);
+    let mut args = args.peekable();
+    // `busybox rm ...`
+    if program == b"busybox" && args.peek() == Some(&&b"rm"[..]) {
+        args.next();
+    } else if program != b"rm" {
+        return false;
+    }
+    for arg in args {
+        if arg == b"--" {
+            break;
+        }
+        if arg == b"--recursive" {
+            return true;
+        }
+        if arg.len() > 1
+            && arg[0] == b'-'
+            && arg[1] != b'-'
+            && arg.iter().any(|b| *b == b'r' || *b == b'R')
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_recursive_rm() {
+        assert!(is_recursive_rm(b"rm\0-rf\0/mnt/t\0"));
+        assert!(is_recursive_rm(b"/usr/bin/rm\0-R\0t\0"));
+        assert!(is_recursive_rm(b"rm\0-f\0--recursive\0t\0"));
+        assert!(is_recursive_rm(b"busybox\0rm\0-fr\0t\0"));
+        assert!(!is_recursive_rm(b"rm\0t/0/log\0"));
+        assert!(!is_recursive_rm(b"rm\0-f\0t/0/log\0"));
+        assert!(!is_recursive_rm(b"rm\0--\0-r\0"));
+        assert!(!is_recursive_rm(
+            b"python3\0-c\0import os; os.unlink('x')\0"
+        ));
+        assert!(!is_recursive_rm(b"rmdir\0-r\0"));
+        assert!(!is_recursive_rm(b""));
+    }
+}
+
+#[cfg(test)]
+mod semantics_tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        fs: LmqFs,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = LogManager::open(&dir.path().join("data"), LogConfig::default(), 2).unwrap();
+        let fs = LmqFs::new(Arc::new(manager), FsOptions::default());
+        Fixture { _dir: dir, fs }
+    }
+
+    const NOBODY: Caller = Caller { pid: 0 };
+
+    impl Fixture {
+        fn ino(&self, path: &str) -> FsResult<u64> {
+            let mut ino = ROOT_INO;
+            for part in path.split('/').filter(|p| !p.is_empty()) {
+                ino = self.fs.lookup(ino, OsStr::new(part))?.attr.ino;
+            }
+            Ok(ino)
+        }
+
+        fn write(&self, path: &str, data: &[u8]) -> FsResult<()> {
+            let ino = self.ino(path)?;
+            let fh = self.fs.open(ino, AccessMode::Write)?.fh;
+            let result = self.fs.write(ino, fh, data).map(drop);
+            let closed = self.fs.flush(ino, fh);
+            self.fs.release(ino, fh)?;
+            result.and(closed)
+        }
+
+        fn read(&self, path: &str) -> FsResult<Vec<u8>> {
+            let ino = self.ino(path)?;
+            let fh = self.fs.open(ino, AccessMode::Read)?.fh;
+            let mut out = Vec::new();
+            loop {
+                let chunk = self.fs.read(ino, fh, out.len() as u64, 1000)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(&chunk);
+            }
+            self.fs.release(ino, fh)?;
+            Ok(out)
+        }
+
+        fn size(&self, path: &str) -> u64 {
+            self.fs
+                .getattr(self.ino(path).unwrap(), None)
+                .unwrap()
+                .attr
+                .size
+        }
+    }
+
+    #[test]
+    fn produce_and_consume_through_files() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("orders")).unwrap();
+        assert!(f.read("orders/partitions").unwrap() == b"2\n");
+        f.write("orders/0/append", b"one\ntwo\nthr").unwrap();
+        assert_eq!(f.read("orders/0/log").unwrap(), b"one\ntwo\nthr\n");
+        assert_eq!(f.size("orders/0/log"), 12);
+        assert_eq!(f.read("orders/0/1").unwrap(), b"two");
+        let json: serde_json::Value =
+            serde_json::from_slice(&f.read("orders/0/2.json").unwrap()).unwrap();
+        assert_eq!(json["value"], "thr");
+        assert_eq!(f.read("orders/0/from/1").unwrap(), b"two\nthr\n");
+        assert_eq!(f.read("orders/0/from/3").unwrap(), b"");
+        assert_eq!(f.read("orders/0/time/0").unwrap(), b"0\n");
+        f.write("orders/0/append.jsonl", br#"{"key":"k","value":"v"}"#)
+            .unwrap();
+        let last = f.read("orders/0/log.jsonl").unwrap();
+        let last_line = last.split(|b| *b == b'\n').rev().nth(1).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(last_line).unwrap();
+        assert_eq!(
+            (json["offset"].as_i64(), json["key"].as_str()),
+            (Some(3), Some("k"))
+        );
+        let stats: serde_json::Value =
+            serde_json::from_slice(&f.read("orders/0/stats").unwrap()).unwrap();
+        assert_eq!(stats["log_end_offset"], 4);
+    }
+
+    #[test]
+    fn bad_input_changes_nothing() {
+        let f = fixture();
+        assert!(matches!(
+            f.fs.mkdir(ROOT_INO, OsStr::new("bad name")),
+            Err(FsError::Engine(EngineError::InvalidTopicName { .. }))
+        ));
+        f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        f.write("t/0/append", b"keep\n").unwrap();
+        let before = f.read("t/0/log").unwrap();
+        let e = f
+            .write("t/0/append.jsonl", b"{\"value\":\"ok\"}\n{bad}\n")
+            .unwrap_err();
+        assert!(matches!(e, FsError::InvalidInput(_)));
+        f.write("t/config", b"max.message.bytes=100\n").unwrap();
+        let big = [b'x'; 300];
+        let e = f
+            .write("t/0/append", &[&b"small\n"[..], &big, b"\n"].concat())
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            FsError::Engine(EngineError::RecordTooLarge { .. })
+        ));
+        assert_eq!(f.read("t/0/log").unwrap(), before);
+        for (path, data) in [
+            ("t/config", &b"no.such.key=1\n"[..]),
+            ("t/config", b"retention.ms=soon\n"),
+            ("t/partitions", b"1\n"),
+            ("t/partitions", b"many\n"),
+            ("t/0/control", b"explode\n"),
+        ] {
+            assert!(
+                matches!(
+                    f.write(path, data),
+                    Err(FsError::InvalidInput(_) | FsError::Engine(_))
+                ),
+                "{path} {data:?}"
+            );
+        }
+        assert_eq!(f.read("t/partitions").unwrap(), b"2\n");
+        assert!(matches!(f.ino("t/0/1"), Err(FsError::NotFound(_))));
+        assert!(matches!(f.ino("t/0/01"), Err(FsError::NotFound(_))));
+        assert!(matches!(f.ino("t/2"), Err(FsError::NotFound(_))));
+        assert!(matches!(
+            f.ino("t/0/time/later"),
+            Err(FsError::InvalidInput(_))
+        ));
+        let append = f.ino("t/0/append").unwrap();
+        assert!(matches!(
+            f.fs.open(append, AccessMode::Read),
+            Err(FsError::AccessDenied(_))
+        ));
+        let log = f.ino("t/0/log").unwrap();
+        assert!(matches!(
+            f.fs.open(log, AccessMode::Write),
+            Err(FsError::AccessDenied(_))
+        ));
+        let part = f.ino("t/0").unwrap();
+        assert!(matches!(
+            f.fs.unlink(part, OsStr::new("log"), NOBODY),
+            Err(FsError::NotPermitted(_))
+        ));
+        assert!(matches!(
+            f.fs.setattr(
+                log,
+                None,
+                SetAttr {
+                    size: Some(0),
+                    ..Default::default()
+                }
+            ),
+            Err(FsError::NotPermitted(_))
+        ));
+        f.fs.setattr(
+            append,
+            None,
+            SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(f.read("t/0/log").unwrap(), before);
+    }
+
+    #[test]
+    fn old_log_handles_keep_coordinates_after_delete_records() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        f.write("t/0/append", b"a\nb\nc\n").unwrap();
+        let old = f.ino("t/0/log").unwrap();
+        let fh = f.fs.open(old, AccessMode::Read).unwrap().fh;
+        f.write("t/0/control", b"delete-records 2\n").unwrap();
+        f.write("t/0/append", b"d\n").unwrap();
+        assert_eq!(f.fs.getattr(old, Some(fh)).unwrap().attr.size, 8);
+        assert_eq!(f.fs.read(old, fh, 6, 100).unwrap(), b"d\n");
+        let new = f.ino("t/0/log").unwrap();
+        assert_ne!(old, new);
+        assert_eq!(f.read("t/0/log").unwrap(), b"c\nd\n");
+        assert!(matches!(f.ino("t/0/from/1"), Err(FsError::NotFound(_))));
+        f.fs.release(old, fh).unwrap();
+        let control = f.read("t/0/control").unwrap();
+        assert!(String::from_utf8(control)
+            .unwrap()
+            .contains("delete-records 2: ok"));
+    }
+
+    #[test]
+    fn rmdir_deletes_a_topic_and_its_names() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        f.write("t/0/append", b"x\n").unwrap();
+        let old = f.ino("t").unwrap();
+        f.fs.rmdir(ROOT_INO, OsStr::new("t"), NOBODY).unwrap();
+        assert!(matches!(f.ino("t"), Err(FsError::NotFound(_))));
+        f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        assert_ne!(f.ino("t").unwrap(), old);
+        assert_eq!(f.read("t/0/log").unwrap(), b"");
+    }
+}
