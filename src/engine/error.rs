@@ -37,7 +37,10 @@ pub enum EngineError {
     },
 
     #[error("record batch of {size} bytes exceeds max.message.bytes={max_message_bytes}")]
-    RecordTooLarge { size: usize, max_message_bytes: usize },
+    RecordTooLarge {
+        size: usize,
+        max_message_bytes: usize,
+    },
 
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
