@@ -505,3 +505,47 @@ fn next_offset_survives_reopen() {
     assert_eq!(reopened.next_offset().unwrap(), 7);
     assert!(reopened.is_empty());
 }
+
+#[test]
+fn indexes_missing_at_reopen_are_rebuilt_with_the_true_max_timestamp() {
+    let params = SegmentParams {
+        max_index_bytes: 4096,
+        index_interval_bytes: 200,
+    };
+    for reopen_as_active in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = new_segment(&dir, 0, params);
+        for i in 0..30 {
+            append(&mut segment, &batch(2 * i, 2 * i + 1));
+        }
+        segment.close_active().unwrap();
+        segment.flush().unwrap();
+        let (index, time_index) = (segment.offset_index_path(), segment.time_index_path());
+        drop(segment);
+        std::fs::remove_file(&index).unwrap();
+        std::fs::remove_file(&time_index).unwrap();
+
+        let mut reopened = LogSegment::open(dir.path(), 0, params).unwrap();
+        if reopen_as_active {
+            reopened.make_active().unwrap();
+        }
+        // The first use rebuilds the indexes; the max comes from the whole log, not from
+        // the last sparse entry.
+        assert_eq!(
+            reopened.largest_timestamp().unwrap(),
+            1000 + 59,
+            "reopened as active: {reopen_as_active}"
+        );
+        assert!(index.exists() && time_index.exists());
+        assert_eq!(
+            reopened.find_offset_by_timestamp(1000 + 59, 0).unwrap(),
+            Some(59)
+        );
+        if !reopen_as_active {
+            // Rebuilt as a closed segment: a later open trusts the time index's last entry.
+            drop(reopened);
+            let mut again = LogSegment::open(dir.path(), 0, params).unwrap();
+            assert_eq!(again.largest_timestamp().unwrap(), 1000 + 59);
+        }
+    }
+}

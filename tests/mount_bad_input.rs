@@ -529,6 +529,12 @@ fn bad_input_table() {
             ));
         }
     }
+    // The daemon logs why it refused.
+    let log = m.daemon_log();
+    assert!(
+        log.contains("exceeds max.message.bytes=1024"),
+        "the daemon log does not say why a record was refused:\n{log}"
+    );
     // The log stays usable after all of that.
     write_once(&m.path("t/0/append"), b"r5\n").unwrap();
     assert_eq!(common::read(&m.path("t/0/5")), b"r5");

@@ -102,6 +102,7 @@ fn concurrent_writers_and_readers_see_every_line_once() {
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let append = append.clone();
+            let log = log.clone();
             std::thread::spawn(move || {
                 let mut f = open_append(&append).expect("open append");
                 let mut n = 0;
@@ -115,6 +116,13 @@ fn concurrent_writers_and_readers_see_every_line_once() {
                     n += lines;
                     chunk += 1;
                 }
+                // Visible to a new reader as soon as write() returned.
+                let log = read_to_eof(&log).expect("read log");
+                let last = format!("{}\n", line(w, LINES_PER_WRITER - 1));
+                assert!(
+                    log.windows(last.len()).any(|x| x == last.as_bytes()),
+                    "writer {w}'s last line is not in log after its write returned"
+                );
             })
         })
         .collect();

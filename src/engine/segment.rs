@@ -238,7 +238,8 @@ impl LogSegment {
             );
         }
         if !self.active {
-            self.trim_indexes()?;
+            // Adds the final time index entry (the segment's max timestamp) and trims.
+            self.close_active()?;
         }
         Ok(())
     }
@@ -453,6 +454,11 @@ impl LogSegment {
     }
 
     fn load_max_timestamp(&mut self) -> Result<(i64, i64)> {
+        if let Some(m) = self.max_timestamp {
+            return Ok(m);
+        }
+        // Opening the indexes may rebuild them, which computes the max from the log itself.
+        self.open_indexes()?;
         if let Some(m) = self.max_timestamp {
             return Ok(m);
         }

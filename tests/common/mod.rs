@@ -84,6 +84,11 @@ impl Mount {
         }
     }
 
+    /// Replaces the `-o` options used from the next [`Mount::remount`] on.
+    pub fn set_options(&mut self, options: &[&str]) {
+        self.options = options.iter().map(|s| s.to_string()).collect();
+    }
+
     /// A scratch directory beside the mount (not inside it), removed with the mount.
     pub fn scratch(&self) -> &Path {
         self.base.path()
