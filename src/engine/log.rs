@@ -167,9 +167,20 @@ impl Log {
         let mut encoded = Vec::new();
         encode_within_limit(records, &config, now, &mut encoded)?;
 
-        let mut inner = self.lock_open()?;
         let total_bytes: usize = encoded.iter().map(Vec::len).sum();
-        inner.maybe_roll(records.len() as u64, total_bytes, now)?;
+        let mut incoming_max_timestamp = -1;
+        for batch in &encoded {
+            incoming_max_timestamp =
+                incoming_max_timestamp.max(BatchHeader::parse(batch)?.max_timestamp);
+        }
+
+        let mut inner = self.lock_open()?;
+        let incoming = Incoming {
+            records: records.len() as u64,
+            bytes: total_bytes,
+            max_timestamp: incoming_max_timestamp,
+        };
+        inner.maybe_roll(incoming, now)?;
         let first_offset = inner.log_end_offset;
         let mut data = Vec::with_capacity(total_bytes);
         let mut headers = Vec::with_capacity(encoded.len());
@@ -464,6 +475,14 @@ impl Log {
     }
 }
 
+/// What an append is about to add, for the roll decision.
+#[derive(Debug, Clone, Copy)]
+struct Incoming {
+    records: u64,
+    bytes: usize,
+    max_timestamp: i64,
+}
+
 impl LogInner {
     fn active_segment(&mut self) -> &mut LogSegment {
         self.segments
@@ -476,8 +495,15 @@ impl LogInner {
         self.segments.values().map(|s| s.size() as u64).sum()
     }
 
-    /// Rolls before an append of `records` records and `bytes` bytes if a limit says so.
-    fn maybe_roll(&mut self, records: u64, bytes: usize, now: i64) -> Result<()> {
+    /// Rolls before an append if a limit says so. Like Kafka, `segment.ms` compares the
+    /// incoming batches' max timestamp with the segment's first batch's, not the wall clock, so
+    /// records carrying old timestamps (an import) do not roll a segment per append.
+    fn maybe_roll(&mut self, incoming: Incoming, now: i64) -> Result<()> {
+        let Incoming {
+            records,
+            bytes,
+            max_timestamp,
+        } = incoming;
         let dir = self.active_segment_dir();
         let log_end_offset = self.log_end_offset;
         let config = self.config.clone();
@@ -498,7 +524,7 @@ impl LogInner {
             ))
         } else if active
             .first_batch_timestamp()?
-            .is_some_and(|first| now - first > config.segment_ms)
+            .is_some_and(|first| max_timestamp - first > config.segment_ms)
         {
             Some(format!("segment.ms={} elapsed", config.segment_ms))
         } else if active.indexes_full()? {
