@@ -684,3 +684,35 @@ fn control_reads_show_the_commands_and_recent_outcomes() {
     let root = read_string(&m.path("control"));
     assert!(root.contains("flush"), "{root}");
 }
+
+#[test]
+fn a_write_larger_than_max_message_bytes_is_split_into_batches_atomically() {
+    let Some(m) = Mount::new() else { return };
+    let topic = m.create_topic("big", 1);
+    write_once(&topic.join("config"), b"max.message.bytes=1024\n").unwrap();
+    // 40 lines of 100 bytes: each record fits, the whole write does not fit one batch.
+    let lines: Vec<String> = (0..40).map(|i| format!("{i:0>99}")).collect();
+    let mut payload = lines.join("\n");
+    payload.push('\n');
+    write_once(&topic.join("0/append"), payload.as_bytes()).unwrap();
+    assert_eq!(stat_i64(&topic.join("0"), "log_end_offset"), 40);
+    assert_eq!(read_string(&topic.join("0/log")), payload);
+    // On disk: several batches, each within max.message.bytes, with consecutive offsets.
+    let segment = read(&topic.join("0/segments/00000000000000000000.log"));
+    let mut position = 0;
+    let mut next_offset = 0;
+    let mut batches = 0;
+    while position < segment.len() {
+        let base = i64::from_be_bytes(segment[position..position + 8].try_into().unwrap());
+        let length = i32::from_be_bytes(segment[position + 8..position + 12].try_into().unwrap());
+        let last_delta =
+            i32::from_be_bytes(segment[position + 23..position + 27].try_into().unwrap());
+        assert_eq!(base, next_offset, "batches are consecutive");
+        assert!(12 + length as usize <= 1024, "batch over max.message.bytes");
+        next_offset = base + last_delta as i64 + 1;
+        position += 12 + length as usize;
+        batches += 1;
+    }
+    assert!(batches > 1, "expected several batches, got {batches}");
+    assert_eq!(next_offset, 40);
+}
