@@ -174,7 +174,8 @@ fn recover_segments(
                 "{}: segment {base} overlaps the previous segment; deleting it and all later ones",
                 dir.display()
             );
-            delete_from(segments, base, segment)?;
+            segment.delete()?;
+            delete_segments_from(segments, base)?;
             break;
         }
         let outcome = segment.recover()?;
@@ -209,29 +210,17 @@ fn recover_segments(
                 "{}: deleting the segments after {base}, which follow invalid data",
                 dir.display()
             );
-            let later: Vec<i64> = segments.range(base + 1..).map(|(&b, _)| b).collect();
-            for b in later {
-                if let Some(s) = segments.remove(&b) {
-                    s.delete()?;
-                }
-            }
+            delete_segments_from(segments, base + 1)?;
             break;
         }
     }
     checkpoint::fsync_dir(dir)
 }
 
-fn delete_from(
-    segments: &mut BTreeMap<i64, LogSegment>,
-    base: i64,
-    segment: LogSegment,
-) -> Result<()> {
-    segment.delete()?;
-    let later: Vec<i64> = segments.range(base..).map(|(&b, _)| b).collect();
-    for b in later {
-        if let Some(s) = segments.remove(&b) {
-            s.delete()?;
-        }
+/// Deletes every segment whose base offset is >= `from`.
+fn delete_segments_from(segments: &mut BTreeMap<i64, LogSegment>, from: i64) -> Result<()> {
+    for (_, segment) in segments.split_off(&from) {
+        segment.delete()?;
     }
     Ok(())
 }

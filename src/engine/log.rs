@@ -168,30 +168,26 @@ impl Log {
         encode_within_limit(records, &config, now, &mut encoded)?;
 
         let total_bytes: usize = encoded.iter().map(Vec::len).sum();
-        let mut incoming_max_timestamp = -1;
-        for batch in &encoded {
-            incoming_max_timestamp =
-                incoming_max_timestamp.max(BatchHeader::parse(batch)?.max_timestamp);
-        }
+        let mut headers = encoded
+            .iter()
+            .map(|batch| BatchHeader::parse(batch))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
 
         let mut inner = self.lock_open()?;
         let incoming = Incoming {
             records: records.len() as u64,
             bytes: total_bytes,
-            max_timestamp: incoming_max_timestamp,
+            max_timestamp,
         };
-        inner.maybe_roll(incoming, now)?;
+        inner.maybe_roll(&self.dir, incoming, now)?;
         let first_offset = inner.log_end_offset;
         let mut data = Vec::with_capacity(total_bytes);
-        let mut headers = Vec::with_capacity(encoded.len());
         let mut next = first_offset;
-        let mut max_timestamp = -1;
-        for batch in &mut encoded {
+        for (batch, header) in encoded.iter_mut().zip(&mut headers) {
             record::batch::set_base_offset(batch, next);
-            let header = BatchHeader::parse(batch)?;
+            header.base_offset = next;
             next = header.next_offset();
-            max_timestamp = max_timestamp.max(header.max_timestamp);
-            headers.push(header);
             data.extend_from_slice(batch);
         }
         inner.active_segment().append(&data, &headers)?;
@@ -498,13 +494,12 @@ impl LogInner {
     /// Rolls before an append if a limit says so. Like Kafka, `segment.ms` compares the
     /// incoming batches' max timestamp with the segment's first batch's, not the wall clock, so
     /// records carrying old timestamps (an import) do not roll a segment per append.
-    fn maybe_roll(&mut self, incoming: Incoming, now: i64) -> Result<()> {
+    fn maybe_roll(&mut self, dir: &Path, incoming: Incoming, now: i64) -> Result<()> {
         let Incoming {
             records,
             bytes,
             max_timestamp,
         } = incoming;
-        let dir = self.active_segment_dir();
         let log_end_offset = self.log_end_offset;
         let config = self.config.clone();
         let active = self.active_segment();
@@ -535,22 +530,9 @@ impl LogInner {
             None
         };
         match reason {
-            Some(reason) => self.roll(&dir, &reason, now),
+            Some(reason) => self.roll(dir, &reason, now),
             None => Ok(()),
         }
-    }
-
-    fn active_segment_dir(&self) -> PathBuf {
-        self.segments
-            .values()
-            .next_back()
-            .map(|s| {
-                s.log_path()
-                    .parent()
-                    .unwrap_or(Path::new("."))
-                    .to_path_buf()
-            })
-            .unwrap_or_default()
     }
 
     /// Closes the active segment (flushed, indexes trimmed) and starts one at the log end.
