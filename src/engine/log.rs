@@ -7,8 +7,10 @@ use std::sync::{Mutex, MutexGuard};
 use log::{error, info};
 
 use super::checkpoint::{self, Checkpoint};
+use super::cleaner::{CleanerConfig, CompactionOutcome};
 use super::loader;
 use super::record::{self, BatchHeader, NewRecord, Record};
+use super::retention::RetentionOutcome;
 use super::segment::{LogSegment, SegmentParams};
 use super::{now_ms, EngineError, LogConfig, Result};
 
@@ -50,7 +52,7 @@ pub struct RollOutcome {
 }
 
 /// Facts about a partition log, for `stats`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogStats {
     pub log_start_offset: i64,
     pub log_end_offset: i64,
@@ -58,6 +60,19 @@ pub struct LogStats {
     pub size_bytes: u64,
     pub segment_count: usize,
     pub last_roll: Option<RollOutcome>,
+    pub last_retention: Option<RetentionOutcome>,
+    pub last_compaction: Option<CompactionOutcome>,
+    /// The cleaner checkpoint: offsets below it have been compacted.
+    pub first_dirty_offset: i64,
+    pub view_generation: u64,
+}
+
+/// The log as a view sees it: a generation number that changes whenever records below the log
+/// end are removed (retention, compaction, delete-records), and the log start offset then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ViewGeneration {
+    pub generation: u64,
+    pub log_start_offset: i64,
 }
 
 /// A partition's log: segments ordered by base offset, the last one active.
@@ -331,6 +346,10 @@ impl Log {
             size_bytes: inner.size_bytes(),
             segment_count: inner.segments.len(),
             last_roll: inner.last_roll.clone(),
+            last_retention: None,
+            last_compaction: None,
+            first_dirty_offset: 0,
+            view_generation: 0,
         }
     }
 
@@ -448,6 +467,62 @@ impl Log {
         inner.recovery_point = inner.recovery_point.min(inner.log_end_offset);
         inner.write_checkpoint(&self.dir)?;
         Ok(())
+    }
+
+    /// The current view generation (see [`ViewGeneration`]).
+    pub fn view_generation(&self) -> ViewGeneration {
+        todo!()
+    }
+
+    /// Like [`Self::read_batches`], but as the log was at view generation `generation`:
+    /// segments that retention or compaction replaced since are read while their files are
+    /// kept (`file.delete.delay.ms`), and segments that compaction wrote later are not.
+    pub fn read_batches_at(
+        &self,
+        generation: u64,
+        start_offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<FetchedBatch>> {
+        let _ = (generation, start_offset, max_bytes);
+        todo!()
+    }
+
+    /// Deletes closed segments by `retention.ms`, `retention.bytes` (when `cleanup.policy`
+    /// contains `delete`) and those wholly below the log start offset (always). Idempotent.
+    pub fn run_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
+        let _ = now_ms;
+        todo!()
+    }
+
+    /// Compacts the cleanable section when the dirty ratio passes `min.cleanable.dirty.ratio`,
+    /// or whenever anything is cleanable if `force`. `InvalidArgument` when `cleanup.policy`
+    /// does not contain `compact`.
+    pub fn compact(
+        &self,
+        now_ms: i64,
+        force: bool,
+        cleaner: &CleanerConfig,
+    ) -> Result<CompactionOutcome> {
+        let _ = (now_ms, force, cleaner);
+        todo!()
+    }
+
+    /// Removes the files of segments retired at least `file.delete.delay.ms` ago. Returns how
+    /// many segments' files were removed.
+    pub fn delete_expired_files(&self, now_ms: i64) -> Result<usize> {
+        let _ = now_ms;
+        todo!()
+    }
+
+    /// The live keys (latest record not a tombstone), sorted bytewise.
+    pub fn live_keys(&self) -> Result<Vec<Vec<u8>>> {
+        todo!()
+    }
+
+    /// The latest record of `key`, `None` when the key is not live.
+    pub fn latest_for_key(&self, key: &[u8]) -> Result<Option<Record>> {
+        let _ = key;
+        todo!()
     }
 
     /// Flushes, trims the active indexes and writes the clean-shutdown marker. The log refuses

@@ -56,7 +56,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::error::IoResultExt;
-use super::{now_ms, EngineError, Log, LogConfig, Result};
+use super::{
+    now_ms, CleanerConfig, CompactionOutcome, EngineError, Log, LogConfig, Result, RetentionOutcome,
+};
 
 /// The lock file that makes one daemon own a data directory.
 const LOCK_FILE: &str = ".lock";
@@ -76,6 +78,28 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 pub const MAX_PARTITIONS: u32 = 100_000;
 /// How often the background thread applies `flush.ms`.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Mount-wide settings of the background cleanup (Kafka's broker-level names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupSettings {
+    /// `log.cleaner.dedupe.buffer.size` and friends.
+    pub cleaner: CleanerConfig,
+    /// `log.cleaner.backoff.ms` (15 s): how often compacted logs are checked for a dirty ratio
+    /// past `min.cleanable.dirty.ratio`.
+    pub cleaner_backoff_ms: i64,
+    /// `log.retention.check.interval.ms` (5 min): how often retention runs on every log.
+    pub retention_check_interval_ms: i64,
+}
+
+impl Default for CleanupSettings {
+    fn default() -> Self {
+        CleanupSettings {
+            cleaner: CleanerConfig::default(),
+            cleaner_backoff_ms: 15_000,
+            retention_check_interval_ms: 300_000,
+        }
+    }
+}
 
 /// One topic in the table.
 struct Topic {
@@ -191,6 +215,35 @@ impl LogManager {
             flusher: Mutex::new(Some(flusher)),
             lock_file: Mutex::new(Some(lock_file)),
         })
+    }
+
+    /// [`Self::open`] with explicit cleanup settings (intervals, offset map memory).
+    pub fn open_with(
+        data_dir: &Path,
+        defaults: LogConfig,
+        default_partitions: u32,
+        settings: CleanupSettings,
+    ) -> Result<LogManager> {
+        let _ = (data_dir, defaults, default_partitions, settings);
+        todo!()
+    }
+
+    /// The cleanup settings this manager runs with.
+    pub fn cleanup_settings(&self) -> CleanupSettings {
+        todo!()
+    }
+
+    /// Runs retention on one partition now; returns when it finished.
+    pub fn retention(&self, topic: &str, partition: u32) -> Result<RetentionOutcome> {
+        let _ = (topic, partition);
+        todo!()
+    }
+
+    /// Compacts one partition now, whatever its dirty ratio; returns when it finished.
+    /// `InvalidArgument` if the topic's `cleanup.policy` does not contain `compact`.
+    pub fn compact(&self, topic: &str, partition: u32) -> Result<CompactionOutcome> {
+        let _ = (topic, partition);
+        todo!()
     }
 
     /// The data directory, as an absolute path.

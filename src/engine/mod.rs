@@ -4,20 +4,27 @@
 //! plus a sparse `.index` (offset -> position) and `.timeindex` (timestamp -> offset).
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod keys;
 pub mod loader;
 pub mod log;
 pub mod manager;
+pub mod offset_map;
 pub mod record;
+pub mod retention;
 pub mod segment;
 
+pub use cleaner::{CleanerConfig, CompactionOutcome};
 pub use config::LogConfig;
 pub use error::{EngineError, Result};
-pub use log::{AppendInfo, Log};
+pub use log::{AppendInfo, Log, ViewGeneration};
+pub use manager::CleanupSettings;
 pub use manager::LogManager;
 pub use record::{Compression, Header, NewRecord, Record, TimestampType};
+pub use retention::RetentionOutcome;
 
 /// Milliseconds since the Unix epoch, as Kafka timestamps are.
 pub fn now_ms() -> i64 {
