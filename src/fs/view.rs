@@ -14,11 +14,18 @@
 //! previous one stopped instead of at the checkpoint.
 //!
 //! Positions never move within a generation: records are only appended, and records below the
-//! generation's start are never part of it. The generation is the log start offset at the
-//! time the view was looked up; the engine's `read_batches` keeps serving batches below the
-//! log start while their segment files exist, so readers of an old generation keep their
-//! coordinates after a `delete-records`. If those files are gone, reads fail with
-//! [`FsError::Gone`] rather than returning wrong bytes.
+//! generation's start are never part of it. The generation is the log's view generation
+//! ([`ViewGeneration`]) when the view was looked up; it changes whenever records below the log
+//! end are removed (`delete-records`, retention, compaction). Every read goes through
+//! `Log::read_batches_at(generation, ..)`, which serves the log as it was at that generation:
+//! segments that retention deleted or compaction replaced stay readable to it for
+//! `file.delete.delay.ms`, and records appended later are seen as they arrive. So a reader of an
+//! old generation keeps its coordinates across all three. If the old files are gone, reads
+//! fail with [`FsError::Gone`] rather than returning wrong bytes.
+//!
+//! Compaction leaves offset gaps, so the record at the generation's start offset may not
+//! exist: the first checkpoint names the generation's start until the first record is mapped,
+//! then that record.
 //!
 //! Thread-safety: the map's state is behind one `Mutex`; decoding for a read happens outside
 //! it (only the checkpoint lookup is under the lock), while extension holds it so that two
@@ -28,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::engine::record::decode_batch;
-use crate::engine::{Log, Record};
+use crate::engine::{Log, Record, ViewGeneration};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::json::write_record_json;
 use crate::fs::node::ViewKind;
@@ -49,7 +56,8 @@ pub struct Cursor {
 
 #[derive(Debug)]
 struct MapState {
-    /// Sorted by offset and by position; the first is `(generation, 0)`.
+    /// Sorted by offset and by position; the first is `(start offset, 0)`, then
+    /// `(first record's offset, 0)` once a record is mapped.
     checkpoints: Vec<Cursor>,
     /// The first offset not yet mapped.
     next_offset: i64,
@@ -63,7 +71,7 @@ struct MapState {
 pub struct ViewMap {
     log: Arc<Log>,
     kind: ViewKind,
-    generation: i64,
+    generation: ViewGeneration,
     state: Mutex<MapState>,
 }
 
@@ -123,17 +131,18 @@ fn copy_rendered(
 }
 
 impl ViewMap {
-    pub fn new(log: Arc<Log>, kind: ViewKind, generation: i64) -> ViewMap {
+    pub fn new(log: Arc<Log>, kind: ViewKind, generation: ViewGeneration) -> ViewMap {
+        let start = generation.log_start_offset;
         ViewMap {
             log,
             kind,
             generation,
             state: Mutex::new(MapState {
                 checkpoints: vec![Cursor {
-                    offset: generation,
+                    offset: start,
                     position: 0,
                 }],
-                next_offset: generation,
+                next_offset: start,
                 total_bytes: 0,
                 bytes_since_checkpoint: 0,
                 from_positions: HashMap::new(),
@@ -145,7 +154,7 @@ impl ViewMap {
         self.kind
     }
 
-    pub fn generation(&self) -> i64 {
+    pub fn generation(&self) -> ViewGeneration {
         self.generation
     }
 
@@ -165,7 +174,9 @@ impl ViewMap {
     fn scan(&self, start: i64, mut visit: impl FnMut(&Record) -> bool) -> FsResult<i64> {
         let mut offset = start;
         loop {
-            let batches = self.log.read_batches(offset, SCAN_CHUNK_BYTES)?;
+            let batches =
+                self.log
+                    .read_batches_at(self.generation.generation, offset, SCAN_CHUNK_BYTES)?;
             let mut progressed = false;
             for fetched in batches {
                 let next = fetched.header.next_offset();
@@ -202,6 +213,10 @@ impl ViewMap {
         let batch_end = self.scan(start, |record| {
             if record.offset >= log_end_offset {
                 return false;
+            }
+            if st.total_bytes == 0 && st.checkpoints.len() == 1 {
+                // The first record mapped: a cursor must name a record that exists.
+                st.checkpoints[0].offset = record.offset;
             }
             if st.bytes_since_checkpoint >= CHECKPOINT_INTERVAL_BYTES {
                 st.checkpoints.push(Cursor {
@@ -314,9 +329,9 @@ impl ViewMap {
         })?;
         if gone || (first && out.len() < (end - position) as usize) {
             return Err(FsError::Gone(format!(
-                "records from offset {} of generation {} of {}",
+                "records from offset {} of view generation {} of {}",
                 start.offset,
-                self.generation,
+                self.generation.generation,
                 self.log.dir().display()
             )));
         }
@@ -413,7 +428,7 @@ mod tests {
         let log = open_log(dir.path());
         fill(&log, 300, 40);
         for kind in [ViewKind::Log, ViewKind::Jsonl] {
-            let map = ViewMap::new(log.clone(), kind, 0);
+            let map = ViewMap::new(log.clone(), kind, log.view_generation());
             let want = expected(&log, kind, 0);
             assert_eq!(map.len_bytes().unwrap(), want.len() as u64);
             assert!(map.lock().checkpoints.len() > 2, "checkpoints were added");
@@ -445,7 +460,7 @@ mod tests {
     fn map_grows_with_the_log_and_from_positions_match() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
-        let map = ViewMap::new(log.clone(), ViewKind::Log, 0);
+        let map = ViewMap::new(log.clone(), ViewKind::Log, log.view_generation());
         assert_eq!(map.len_bytes().unwrap(), 0);
         assert_eq!(map.read(0, 10, None).unwrap().0, b"");
         fill(&log, 10, 5);
@@ -469,12 +484,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
         fill(&log, 20, 5);
-        let old = ViewMap::new(log.clone(), ViewKind::Log, 0);
+        let old = ViewMap::new(log.clone(), ViewKind::Log, log.view_generation());
         let before = expected(&log, ViewKind::Log, 0);
         assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
         log.delete_records(50).unwrap();
         fill(&log, 1, 1);
-        let new = ViewMap::new(log.clone(), ViewKind::Log, log.log_start_offset());
+        let generation = log.view_generation();
+        assert_ne!(generation, old.generation());
+        assert_eq!(generation.log_start_offset, 50);
+        let new = ViewMap::new(log.clone(), ViewKind::Log, generation);
         let new_bytes = expected(&log, ViewKind::Log, 50);
         assert_eq!(new.len_bytes().unwrap(), new_bytes.len() as u64);
         // The old generation grew by exactly the new record and kept its prefix.
@@ -484,6 +502,81 @@ mod tests {
         assert_eq!(tail, &new_bytes[new_bytes.len() - tail.len()..]);
         let (head, _) = old.read(0, 10, None).unwrap();
         assert_eq!(head, &before[..10]);
+    }
+
+    /// A log of a compacted topic: keys `k0..k4` written `rounds` times each, one segment per
+    /// round, then an empty active segment.
+    fn compacted_topic_log(dir: &std::path::Path, rounds: usize) -> Arc<Log> {
+        let mut config = LogConfig::default();
+        config.set("cleanup.policy", "compact").unwrap();
+        let log = Arc::new(Log::open(dir, config).expect("open log"));
+        for round in 0..rounds {
+            let records: Vec<NewRecord> = (0..5)
+                .map(|k| NewRecord {
+                    key: Some(format!("k{k}").into_bytes()),
+                    value: Some(format!("k{k} round {round}").into_bytes()),
+                    headers: vec![],
+                    timestamp: None,
+                })
+                .collect();
+            log.append(&records).unwrap();
+            log.roll().unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn old_generation_keeps_coordinates_across_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = compacted_topic_log(dir.path(), 4);
+        let old = ViewMap::new(log.clone(), ViewKind::Log, log.view_generation());
+        let before = expected(&log, ViewKind::Log, 0);
+        assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
+        let (head, hint) = old.read(0, 30, None).unwrap();
+        assert_eq!(head, &before[..30]);
+
+        let outcome = log
+            .compact(crate::engine::now_ms(), true, &Default::default())
+            .unwrap();
+        assert!(outcome.records_removed > 0, "{outcome}");
+        let generation = log.view_generation();
+        assert_ne!(
+            generation,
+            old.generation(),
+            "compaction makes a new generation"
+        );
+        // Offsets 0..15 were superseded: the new generation starts at a gap.
+        assert_eq!(generation.log_start_offset, 0);
+        let new = ViewMap::new(log.clone(), ViewKind::Log, generation);
+        let compacted = expected(&log, ViewKind::Log, 0);
+        assert_eq!(
+            String::from_utf8(compacted.clone()).unwrap(),
+            "k0 round 3\nk1 round 3\nk2 round 3\nk3 round 3\nk4 round 3\n"
+        );
+        assert_eq!(new.len_bytes().unwrap(), compacted.len() as u64);
+        assert_eq!(new.read(0, 1 << 20, None).unwrap().0, compacted);
+        assert_eq!(new.position_of(0).unwrap(), 0);
+        assert_eq!(new.position_of(16).unwrap(), 11);
+
+        // The old map still reads the bytes it mapped, and follows new appends.
+        let (rest, _) = old.read(30, 1 << 20, hint).unwrap();
+        assert_eq!([head, rest].concat(), before);
+        log.append(&[NewRecord {
+            key: Some(b"k9".to_vec()),
+            value: Some(b"late".to_vec()),
+            headers: vec![],
+            timestamp: None,
+        }])
+        .unwrap();
+        assert_eq!(old.len_bytes().unwrap(), before.len() as u64 + 5);
+        assert_eq!(
+            old.read(before.len() as u64, 100, None).unwrap().0,
+            b"late\n"
+        );
+        assert_eq!(
+            new.read(compacted.len() as u64, 100, None).unwrap().0,
+            b"late\n"
+        );
     }
 }
 
@@ -507,7 +600,11 @@ mod concurrency_tests {
                 }
             })
         };
-        let map = Arc::new(ViewMap::new(log.clone(), ViewKind::Log, 0));
+        let map = Arc::new(ViewMap::new(
+            log.clone(),
+            ViewKind::Log,
+            log.view_generation(),
+        ));
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let map = map.clone();

@@ -132,6 +132,11 @@ fn access_mode(flags: OpenFlags) -> AccessMode {
     }
 }
 
+/// `O_TRUNC`, which reaches `open` because of `FUSE_ATOMIC_O_TRUNC`.
+fn truncates(flags: OpenFlags) -> bool {
+    flags.0 & libc::O_TRUNC != 0
+}
+
 fn fopen_flags(cache: CachePolicy) -> FopenFlags {
     match cache {
         CachePolicy::DirectIo => FopenFlags::FOPEN_DIRECT_IO,
@@ -234,10 +239,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let e = self
-            .fs
-            .create(parent.0, name)
-            .expect_err("creation is refused");
+        let e = self.fs.refuse_creation(parent.0, name);
         reply.error(refuse(&format!("mknod {name:?}"), e));
     }
 
@@ -248,14 +250,22 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        let e = self
+        match self
             .fs
-            .create(parent.0, name)
-            .expect_err("creation is refused");
-        reply.error(refuse(&format!("create {name:?}"), e));
+            .create(parent.0, name, access_mode(OpenFlags(flags)))
+        {
+            Ok((entry, opened)) => reply.created(
+                &entry.ttl,
+                &self.file_attr(&entry.attr),
+                Generation(0),
+                FileHandle(opened.fh),
+                fopen_flags(opened.cache),
+            ),
+            Err(e) => reply.error(refuse(&format!("create {name:?}"), e)),
+        }
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -280,10 +290,7 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        let e = self
-            .fs
-            .create(parent.0, link_name)
-            .expect_err("creation is refused");
+        let e = self.fs.refuse_creation(parent.0, link_name);
         reply.error(refuse(&format!("symlink {link_name:?}"), e));
     }
 
@@ -295,10 +302,7 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let e = self
-            .fs
-            .create(newparent.0, newname)
-            .expect_err("creation is refused");
+        let e = self.fs.refuse_creation(newparent.0, newname);
         reply.error(refuse(&format!("link {newname:?}"), e));
     }
 
@@ -320,7 +324,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, access_mode(flags)) {
+        match self.fs.open(ino.0, access_mode(flags), truncates(flags)) {
             Ok(opened) => reply.opened(FileHandle(opened.fh), fopen_flags(opened.cache)),
             Err(e) => reply.error(refuse(&format!("open inode {ino}"), e)),
         }
@@ -348,14 +352,14 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _offset: u64,
+        offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, fh.0, data) {
+        match self.fs.write(ino.0, fh.0, offset, data) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(refuse(
                 &format!("write of {} bytes to inode {ino}", data.len()),
