@@ -10,8 +10,9 @@
 //! acknowledged as durable, and keeping it would leave a gap). Recovered data is then fsynced, so
 //! the recovery point moves to the log end.
 //!
-//! In both cases: temporary files (`*.tmp`, `*.cleaned`, `*.deleted`) are removed, and an
-//! index with no `.log` beside it is removed.
+//! In both cases an interrupted compaction swap is completed or rolled back first (see
+//! [`super::cleaner`]), then temporary files (`*.tmp`, `*.cleaned`, `*.swap`, `*.deleted`) are
+//! removed, and an index with no `.log` beside it is removed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +20,7 @@ use std::path::Path;
 use log::{info, warn};
 
 use super::checkpoint::{self, Checkpoint};
+use super::cleaner;
 use super::error::IoResultExt;
 use super::segment::{
     parse_segment_file_name, remove_if_exists, LogSegment, SegmentParams, INDEX_SUFFIX, LOG_SUFFIX,
@@ -26,8 +28,9 @@ use super::segment::{
 };
 use super::Result;
 
-/// Suffixes of files that are never live: leftovers of an interrupted write, clean or delete.
-const STRAY_SUFFIXES: [&str; 3] = [".tmp", ".cleaned", ".deleted"];
+/// Suffixes of files that are never live: leftovers of an interrupted write, clean or delete
+/// (`.swap` files are strays only once an interrupted swap was completed or rolled back).
+const STRAY_SUFFIXES: [&str; 4] = [".tmp", ".cleaned", ".deleted", ".swap"];
 
 /// A loaded partition directory.
 pub(crate) struct LoadedLog {
@@ -35,6 +38,8 @@ pub(crate) struct LoadedLog {
     pub log_start_offset: i64,
     pub log_end_offset: i64,
     pub recovery_point: i64,
+    /// Whether the log was recovered after an unclean stop.
+    pub recovered: bool,
 }
 
 pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
@@ -49,6 +54,8 @@ pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
     };
     // From here on a crash must lead to recovery.
     checkpoint::remove_clean_shutdown_marker(dir)?;
+    // Before listing segments: a compaction swap may have been cut short.
+    cleaner::recover_interrupted_swap(dir)?;
 
     let mut log_bases = Vec::new();
     let mut index_files = Vec::new();
@@ -140,6 +147,7 @@ pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
         log_start_offset,
         log_end_offset,
         recovery_point,
+        recovered,
     })
 }
 

@@ -1,16 +1,18 @@
 //! The partition log: an ordered list of segments, the last of which is active.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use log::{error, info};
+use log::{error, info, warn};
 
 use super::checkpoint::{self, Checkpoint};
-use super::cleaner::{CleanerConfig, CompactionOutcome};
+use super::cleaner::{self, CleanerCheckpoint, CleanerConfig, CompactionOutcome};
+use super::keys::KeyIndex;
 use super::loader;
 use super::record::{self, BatchHeader, NewRecord, Record};
-use super::retention::RetentionOutcome;
+use super::retention::{self, RetentionOutcome, SegmentFacts};
 use super::segment::{LogSegment, SegmentParams};
 use super::{now_ms, EngineError, LogConfig, Result};
 
@@ -85,10 +87,26 @@ pub struct ViewGeneration {
 /// it survives power loss once [`Log::flush`] (or the `flush.messages` / `flush.ms` policy)
 /// fsynced it, which also advances the recovery point.
 ///
-/// Thread-safety: `Send + Sync`; every method takes `&self` and serializes on `inner`.
+/// Cleanup (retention, compaction) removes whole closed segments or replaces them with
+/// compacted copies. Each such change, and each `delete_records`, starts a new *view
+/// generation*; the replaced segments are renamed `.deleted` and kept open for
+/// `file.delete.delay.ms`, so [`Log::read_batches_at`] serves a reader of an older generation
+/// the bytes it started with.
+///
+/// Thread-safety: `Send + Sync`; every method takes `&self`.
+/// Lock order: `cleanup` before `keys_build` before `inner`. `inner` is held for every state
+/// change and read, but never while compaction reads and writes segments: the cleaner holds
+/// only `cleanup` then, and takes `inner` for the final swap (renames only).
 pub struct Log {
     dir: PathBuf,
-    /// The only lock of a log; nothing is called with it held that takes another log's lock.
+    /// Serializes the operations that remove or replace segments: retention, compaction and
+    /// truncation. Closed segments do not change while it is held.
+    cleanup: Mutex<()>,
+    /// Serializes building the key index (see [`Log::live_keys`]).
+    keys_build: Mutex<()>,
+    /// Mirrors `LogInner::closed`, for the cleaner to stop early without the lock.
+    closed_flag: AtomicBool,
+    /// Nothing is called with it held that takes another log's lock.
     inner: Mutex<LogInner>,
 }
 
@@ -102,7 +120,35 @@ struct LogInner {
     unflushed_messages: u64,
     first_unflushed_ms: Option<i64>,
     last_roll: Option<RollOutcome>,
+    last_retention: Option<RetentionOutcome>,
+    last_compaction: Option<CompactionOutcome>,
     closed: bool,
+    /// The view generation: bumped whenever records below the log end are removed.
+    generation: u64,
+    /// The generation in which a live segment written by the cleaner appeared; segments not
+    /// listed are visible to every generation.
+    introduced: HashMap<i64, u64>,
+    /// Segments removed by retention or replaced by compaction, renamed `.deleted` and kept
+    /// readable for older generations until `delete_after_ms`.
+    retired: Vec<RetiredSegment>,
+    /// The cleaner checkpoint: the first offset compaction has not yet seen.
+    first_dirty_offset: i64,
+    /// The earliest delete horizon of a tombstone kept by compaction, when the cleaner should
+    /// look again even if nothing is dirty (not persisted: the next cleaning finds it again).
+    next_tombstone_horizon_ms: Option<i64>,
+    /// The key index, built on first use (see [`Log::live_keys`]).
+    keys: Option<KeyIndex>,
+    /// Where a test makes a swap stop (see [`Log::set_swap_crash`]).
+    swap_crash: Option<(cleaner::SwapStep, usize)>,
+}
+
+/// A segment no longer in the log, kept for readers of the generations that had it.
+struct RetiredSegment {
+    segment: LogSegment,
+    /// Visible to generations `introduced ..retired`.
+    introduced: u64,
+    retired: u64,
+    delete_after_ms: i64,
 }
 
 fn segment_params(config: &LogConfig) -> SegmentParams {
@@ -117,8 +163,31 @@ impl Log {
     /// recovery point; after a clean one, scans nothing.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Log> {
         let loaded = loader::load(dir, segment_params(&config))?;
+        if loaded.recovered {
+            // The key snapshot is a prefix state of the log it was written for; after an
+            // unclean stop the log may have lost its tail, so the index is rebuilt.
+            KeyIndex::remove_snapshot(dir)?;
+        } else if KeyIndex::snapshot_next_offset(dir).is_some_and(|n| n > loaded.log_end_offset)
+        {
+            warn!(
+                "{}: key snapshot is ahead of the log end {}; it will be rebuilt",
+                dir.display(),
+                loaded.log_end_offset
+            );
+            KeyIndex::remove_snapshot(dir)?;
+        }
+        let first_dirty_offset = CleanerCheckpoint::read(dir)
+            .unwrap_or_else(|e| {
+                warn!("{e}; compaction starts again from the log start");
+                CleanerCheckpoint::default()
+            })
+            .first_dirty_offset
+            .clamp(loaded.log_start_offset, loaded.log_end_offset);
         Ok(Log {
             dir: dir.to_path_buf(),
+            cleanup: Mutex::new(()),
+            keys_build: Mutex::new(()),
+            closed_flag: AtomicBool::new(false),
             inner: Mutex::new(LogInner {
                 config,
                 segments: loaded.segments,
@@ -128,7 +197,16 @@ impl Log {
                 unflushed_messages: 0,
                 first_unflushed_ms: None,
                 last_roll: None,
+                last_retention: None,
+                last_compaction: None,
                 closed: false,
+                generation: 0,
+                introduced: HashMap::new(),
+                retired: Vec::new(),
+                first_dirty_offset,
+                next_tombstone_horizon_ms: None,
+                keys: None,
+                swap_crash: None,
             }),
         })
     }
@@ -178,6 +256,16 @@ impl Log {
             return Err(EngineError::InvalidArgument("append of no records".into()));
         }
         let config = self.config();
+        if config.cleanup_policy.compact {
+            if let Some(i) = records.iter().position(|r| r.key.is_none()) {
+                // Kafka refuses these too: compaction keeps the latest record *per key*.
+                return Err(EngineError::InvalidArgument(format!(
+                    "record {i} has no key, and cleanup.policy={} needs one \
+                     (write to keys/<key>, or give \"key\" in append.jsonl)",
+                    config.cleanup_policy.name()
+                )));
+            }
+        }
         let now = now_ms();
         let mut encoded = Vec::new();
         encode_within_limit(records, &config, now, &mut encoded)?;
@@ -207,6 +295,11 @@ impl Log {
         }
         inner.active_segment().append(&data, &headers)?;
         inner.log_end_offset = next;
+        if let Some(keys) = inner.keys.as_mut() {
+            for (i, r) in records.iter().enumerate() {
+                keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
+            }
+        }
         inner.unflushed_messages += records.len() as u64;
         inner.first_unflushed_ms.get_or_insert(now);
         if inner
@@ -259,23 +352,7 @@ impl Log {
     /// end, or before the first retained segment, it returns what exists from there (possibly
     /// nothing). CRCs are verified.
     pub fn read_batches(&self, start_offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
-        let mut inner = self.lock();
-        let from = inner
-            .segments
-            .range(..=start_offset)
-            .next_back()
-            .map(|(&base, _)| base)
-            .unwrap_or(i64::MIN);
-        for (_, segment) in inner.segments.range_mut(from..) {
-            let batches = segment.read(start_offset, max_bytes)?;
-            if !batches.is_empty() {
-                return Ok(batches
-                    .into_iter()
-                    .map(|(header, bytes)| FetchedBatch { header, bytes })
-                    .collect());
-            }
-        }
-        Ok(Vec::new())
+        self.lock().read_batches(start_offset, max_bytes)
     }
 
     /// The record at `offset`: `OffsetOutOfRange` outside [log start, log end), `Ok(None)` for
@@ -346,10 +423,10 @@ impl Log {
             size_bytes: inner.size_bytes(),
             segment_count: inner.segments.len(),
             last_roll: inner.last_roll.clone(),
-            last_retention: None,
-            last_compaction: None,
-            first_dirty_offset: 0,
-            view_generation: 0,
+            last_retention: inner.last_retention.clone(),
+            last_compaction: inner.last_compaction.clone(),
+            first_dirty_offset: inner.first_dirty_offset,
+            view_generation: inner.generation,
         }
     }
 
@@ -417,6 +494,8 @@ impl Log {
         }
         if offset > inner.log_start_offset {
             inner.log_start_offset = offset;
+            inner.generation += 1;
+            inner.first_dirty_offset = inner.first_dirty_offset.max(offset);
             inner.write_checkpoint(&self.dir)?;
             info!(
                 "{}: log start offset advanced to {offset}",
@@ -429,10 +508,15 @@ impl Log {
     /// Removes every record with offset >= `offset` (whole batches: the batch holding `offset`
     /// goes too, so the log end may end up below `offset`).
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        let _cleanup = lock_unpoisoned(&self.cleanup);
         let mut inner = self.lock_open()?;
         if offset >= inner.log_end_offset {
             return Ok(());
         }
+        // Removed records may have been keys' latest values: rebuild the index on next use.
+        inner.keys = None;
+        KeyIndex::remove_snapshot(&self.dir)?;
+        inner.generation += 1;
         let params = segment_params(&inner.config);
         if offset <= inner.log_start_offset {
             // Nothing retained survives: start afresh at `offset`.
@@ -465,64 +549,346 @@ impl Log {
             }
         }
         inner.recovery_point = inner.recovery_point.min(inner.log_end_offset);
+        inner.first_dirty_offset = inner
+            .first_dirty_offset
+            .clamp(inner.log_start_offset, inner.log_end_offset);
         inner.write_checkpoint(&self.dir)?;
         Ok(())
     }
 
     /// The current view generation (see [`ViewGeneration`]).
     pub fn view_generation(&self) -> ViewGeneration {
-        todo!()
+        let inner = self.lock();
+        ViewGeneration {
+            generation: inner.generation,
+            log_start_offset: inner.log_start_offset,
+        }
     }
 
     /// Like [`Self::read_batches`], but as the log was at view generation `generation`:
     /// segments that retention or compaction replaced since are read while their files are
-    /// kept (`file.delete.delay.ms`), and segments that compaction wrote later are not.
+    /// kept (`file.delete.delay.ms`), and segments that compaction wrote later are not. Once a
+    /// replaced segment's files are gone, its batches are simply missing from the answer (the
+    /// caller sees records it did not expect, or none).
     pub fn read_batches_at(
         &self,
         generation: u64,
         start_offset: i64,
         max_bytes: usize,
     ) -> Result<Vec<FetchedBatch>> {
-        let _ = (generation, start_offset, max_bytes);
-        todo!()
+        let mut inner = self.lock();
+        if generation >= inner.generation {
+            return inner.read_batches(start_offset, max_bytes);
+        }
+        let inner = &mut *inner;
+        // The segments of that generation, by base offset.
+        enum Source {
+            Live(i64),
+            Retired(usize),
+        }
+        let mut sources: Vec<(i64, Source)> = inner
+            .segments
+            .keys()
+            .filter(|base| inner.introduced.get(base).is_none_or(|g| *g <= generation))
+            .map(|&base| (base, Source::Live(base)))
+            .collect();
+        sources.extend(
+            inner
+                .retired
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.introduced <= generation && generation < r.retired)
+                .map(|(i, r)| (r.segment.base_offset(), Source::Retired(i))),
+        );
+        sources.sort_by_key(|(base, _)| *base);
+        let first = sources
+            .iter()
+            .rposition(|(base, _)| *base <= start_offset)
+            .unwrap_or(0);
+        for (_, source) in &sources[first..] {
+            let segment = match source {
+                Source::Live(base) => inner.segments.get_mut(base).expect("listed above"),
+                Source::Retired(i) => &mut inner.retired[*i].segment,
+            };
+            let batches = segment.read(start_offset, max_bytes)?;
+            if !batches.is_empty() {
+                return Ok(fetched(batches));
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// Deletes closed segments by `retention.ms`, `retention.bytes` (when `cleanup.policy`
-    /// contains `delete`) and those wholly below the log start offset (always). Idempotent.
+    /// contains `delete`) and those wholly below the log start offset (always); see
+    /// [`super::retention`]. The segments' files are renamed `.deleted` and removed after
+    /// `file.delete.delay.ms`. Idempotent: a second run finds nothing more to delete.
     pub fn run_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
-        let _ = now_ms;
-        todo!()
+        let started = std::time::Instant::now();
+        let _cleanup = lock_unpoisoned(&self.cleanup);
+        let (plan, doomed) = {
+            let mut inner = self.lock_open()?;
+            let closed = inner.closed_segment_facts()?;
+            let plan = retention::plan(
+                &closed,
+                inner.size_bytes(),
+                &inner.config,
+                inner.log_start_offset,
+                now_ms,
+            );
+            let doomed: Vec<SegmentFacts> = closed.into_iter().take(plan.segments).collect();
+            (plan, doomed)
+        };
+        // Counted without the lock: closed segments do not change while `cleanup` is held.
+        let mut records_removed = 0u64;
+        for segment in &doomed {
+            records_removed += super::segment::count_records(&segment.log_path, segment.size_bytes)?;
+        }
+        let mut inner = self.lock_open()?;
+        if !doomed.is_empty() {
+            let bases: Vec<i64> = doomed.iter().map(|s| s.base_offset).collect();
+            inner.retire(&self.dir, &bases, now_ms)?;
+            let first_base = *inner.segments.keys().next().expect("the active segment stays");
+            inner.log_start_offset = inner.log_start_offset.max(first_base);
+            inner.first_dirty_offset = inner.first_dirty_offset.max(inner.log_start_offset);
+            let log_start_offset = inner.log_start_offset;
+            if let Some(keys) = inner.keys.as_mut() {
+                keys.prune_below(log_start_offset);
+            }
+            inner.write_checkpoint(&self.dir)?;
+        }
+        let outcome = RetentionOutcome {
+            time_ms: now_ms,
+            duration_ms: started.elapsed().as_millis() as u64,
+            segments_deleted: doomed.len(),
+            bytes_reclaimed: doomed.iter().map(|s| s.size_bytes).sum(),
+            records_removed,
+            log_start_offset: inner.log_start_offset,
+            reasons: plan.reasons,
+        };
+        if !doomed.is_empty() {
+            info!("{}: retention: {outcome}", self.dir.display());
+        }
+        inner.last_retention = Some(outcome.clone());
+        inner.delete_expired(now_ms)?;
+        Ok(outcome)
     }
 
-    /// Compacts the cleanable section when the dirty ratio passes `min.cleanable.dirty.ratio`,
-    /// or whenever anything is cleanable if `force`. `InvalidArgument` when `cleanup.policy`
-    /// does not contain `compact`.
+    /// Compacts the cleanable section when the dirty ratio passes `min.cleanable.dirty.ratio`
+    /// (or a kept tombstone's delete horizon has passed), or whenever anything is cleanable if
+    /// `force`; see [`super::cleaner`]. `InvalidArgument` when `cleanup.policy` does not contain
+    /// `compact`. Appends and reads go on while it runs, except during each final swap.
     pub fn compact(
         &self,
         now_ms: i64,
         force: bool,
         cleaner: &CleanerConfig,
     ) -> Result<CompactionOutcome> {
-        let _ = (now_ms, force, cleaner);
-        todo!()
+        let _cleanup = lock_unpoisoned(&self.cleanup);
+        let result = cleaner::clean(self, now_ms, force, cleaner);
+        if let Err(e) = &result {
+            error!("{}: compaction failed: {e}", self.dir.display());
+        }
+        let mut inner = self.lock();
+        if let Ok(outcome) = &result {
+            inner.last_compaction = Some(outcome.clone());
+        }
+        inner.delete_expired(now_ms)?;
+        result
     }
 
     /// Removes the files of segments retired at least `file.delete.delay.ms` ago. Returns how
     /// many segments' files were removed.
     pub fn delete_expired_files(&self, now_ms: i64) -> Result<usize> {
-        let _ = now_ms;
-        todo!()
+        self.lock().delete_expired(now_ms)
     }
 
     /// The live keys (latest record not a tombstone), sorted bytewise.
     pub fn live_keys(&self) -> Result<Vec<Vec<u8>>> {
-        todo!()
+        self.with_keys(|keys, log_start_offset| {
+            keys.keys()
+                .into_iter()
+                .filter(|k| keys.get(k).is_some_and(|o| o >= log_start_offset))
+                .collect()
+        })
     }
 
     /// The latest record of `key`, `None` when the key is not live.
     pub fn latest_for_key(&self, key: &[u8]) -> Result<Option<Record>> {
-        let _ = key;
-        todo!()
+        let Some(offset) = self.with_keys(|keys, start| keys.get(key).filter(|o| *o >= start))?
+        else {
+            return Ok(None);
+        };
+        match self.read_record(offset) {
+            Ok(Some(record)) if record.value.is_some() && record.key.as_deref() == Some(key) => {
+                Ok(Some(record))
+            }
+            Ok(_) | Err(EngineError::OffsetOutOfRange { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `f` on the key index, building it first if needed: from the snapshot a clean close
+    /// left (if any), then from the log up to its end. The bulk of the catching up happens
+    /// without the state lock; the last stretch and the install happen under it, so no
+    /// append is missed.
+    fn with_keys<T>(&self, f: impl FnOnce(&KeyIndex, i64) -> T) -> Result<T> {
+        {
+            let inner = self.lock_open()?;
+            if let Some(keys) = &inner.keys {
+                return Ok(f(keys, inner.log_start_offset));
+            }
+        }
+        let _build = lock_unpoisoned(&self.keys_build);
+        {
+            let inner = self.lock_open()?;
+            if let Some(keys) = &inner.keys {
+                return Ok(f(keys, inner.log_start_offset));
+            }
+        }
+        let (log_start, log_end) = {
+            let inner = self.lock();
+            (inner.log_start_offset, inner.log_end_offset)
+        };
+        let mut keys = match KeyIndex::read_snapshot(&self.dir) {
+            Ok(Some(keys)) if keys.next_offset() <= log_end => keys,
+            Ok(_) => KeyIndex::new(log_start),
+            Err(e) => {
+                warn!("{e}; rebuilding the key index from the log");
+                KeyIndex::new(log_start)
+            }
+        };
+        let started = std::time::Instant::now();
+        let from = keys.next_offset();
+        while keys.next_offset() < self.log_end_offset() {
+            let batches = self.read_batches(keys.next_offset(), 1 << 20)?;
+            if !apply_batches(&mut keys, &batches)? {
+                break;
+            }
+        }
+        let mut inner = self.lock_open()?;
+        loop {
+            let end = inner.log_end_offset;
+            if keys.next_offset() >= end {
+                break;
+            }
+            let batches = inner.read_batches(keys.next_offset(), 1 << 20)?;
+            if !apply_batches(&mut keys, &batches)? {
+                keys.advance_to(end);
+            }
+        }
+        keys.prune_below(inner.log_start_offset);
+        info!(
+            "{}: key index built: {} live keys, {} bytes, offsets {from}..{} read in {} ms",
+            self.dir.display(),
+            keys.len(),
+            keys.memory_bytes(),
+            keys.next_offset(),
+            started.elapsed().as_millis()
+        );
+        let result = f(&keys, inner.log_start_offset);
+        inner.keys = Some(keys);
+        Ok(result)
+    }
+
+    /// Whether [`Self::close`] was called (the cleaner checks it to stop early).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed_flag.load(Ordering::Acquire)
+    }
+
+    /// What a compaction run needs to know, taken under the lock. `InvalidArgument` when the
+    /// policy does not contain `compact`.
+    pub(crate) fn cleanable(&self) -> Result<cleaner::CleanableLog> {
+        let mut inner = self.lock_open()?;
+        if !inner.config.cleanup_policy.compact {
+            return Err(EngineError::InvalidArgument(format!(
+                "cleanup.policy={} does not include compact",
+                inner.config.cleanup_policy.name()
+            )));
+        }
+        Ok(cleaner::CleanableLog {
+            dir: self.dir.clone(),
+            config: inner.config.clone(),
+            log_start_offset: inner.log_start_offset,
+            first_dirty_offset: inner.first_dirty_offset,
+            active_base_offset: inner.active_segment().base_offset(),
+            closed: inner.closed_segment_facts()?,
+            next_tombstone_horizon_ms: inner.next_tombstone_horizon_ms,
+        })
+    }
+
+    /// The final swap of a compaction group (see [`super::cleaner`]): `cleaned` (fsynced,
+    /// named `.cleaned`) replaces the segments `bases`, which cover offsets up to `end_offset`.
+    pub(crate) fn swap_cleaned(
+        &self,
+        bases: &[i64],
+        end_offset: i64,
+        mut cleaned: LogSegment,
+        now_ms: i64,
+    ) -> Result<()> {
+        let base_offset = cleaned.base_offset();
+        let mut inner = self.lock_open()?;
+        let crash = match inner.swap_crash {
+            Some((step, 0)) => Some(step),
+            Some((step, n)) => {
+                inner.swap_crash = Some((step, n - 1));
+                None
+            }
+            None => None,
+        };
+        let crash_at = |step: cleaner::SwapStep| -> Result<()> {
+            if crash == Some(step) {
+                return Err(cleaner::simulated_crash(step));
+            }
+            Ok(())
+        };
+        checkpoint::fsync_dir(&self.dir)?;
+        crash_at(cleaner::SwapStep::Cleaned)?;
+        cleaner::SwapMarker {
+            base_offset,
+            end_offset,
+        }
+        .write(&self.dir)?;
+        crash_at(cleaner::SwapStep::Marker)?;
+        cleaned.change_index_suffixes(cleaner::SWAP_SUFFIX)?;
+        crash_at(cleaner::SwapStep::IndexesSwapped)?;
+        cleaned.change_log_suffix(cleaner::SWAP_SUFFIX)?;
+        checkpoint::fsync_dir(&self.dir)?;
+        crash_at(cleaner::SwapStep::Swapped)?;
+        inner.retire(&self.dir, bases, now_ms)?;
+        crash_at(cleaner::SwapStep::OldDeleted)?;
+        cleaned.change_file_suffix("")?;
+        checkpoint::fsync_dir(&self.dir)?;
+        crash_at(cleaner::SwapStep::Live)?;
+        cleaner::SwapMarker::remove(&self.dir)?;
+        let generation = inner.generation;
+        inner.introduced.insert(base_offset, generation);
+        inner.segments.insert(base_offset, cleaned);
+        Ok(())
+    }
+
+    /// Records a finished compaction run: the new cleaner checkpoint and tombstone horizon.
+    pub(crate) fn finish_compaction(
+        &self,
+        outcome: &CompactionOutcome,
+        next_tombstone_horizon_ms: Option<i64>,
+    ) -> Result<()> {
+        let mut inner = self.lock_open()?;
+        inner.next_tombstone_horizon_ms = next_tombstone_horizon_ms;
+        let first_dirty_offset = outcome
+            .first_dirty_offset
+            .clamp(inner.log_start_offset, inner.log_end_offset);
+        if first_dirty_offset != inner.first_dirty_offset {
+            inner.first_dirty_offset = first_dirty_offset;
+            CleanerCheckpoint { first_dirty_offset }.write(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Makes compaction swap number `n` (0: the next) of this log stop at `step` with an
+    /// error, as a crash would, leaving the files as they are then. For recovery tests.
+    #[doc(hidden)]
+    pub fn set_swap_crash(&self, crash: Option<(cleaner::SwapStep, usize)>) {
+        self.lock().swap_crash = crash;
     }
 
     /// Flushes, trims the active indexes and writes the clean-shutdown marker. The log refuses
@@ -532,9 +898,17 @@ impl Log {
         if inner.closed {
             return Ok(());
         }
+        self.closed_flag.store(true, Ordering::Release);
         inner.flush(&self.dir)?;
         inner.active_segment().close_active()?;
         inner.active_segment().flush()?;
+        // No reader outlives the log: retired segments go now.
+        for retired in std::mem::take(&mut inner.retired) {
+            retired.segment.delete()?;
+        }
+        if let Some(keys) = &inner.keys {
+            keys.write_snapshot(&self.dir)?;
+        }
         checkpoint::write_clean_shutdown_marker(&self.dir)?;
         inner.closed = true;
         info!(
@@ -555,6 +929,78 @@ struct Incoming {
 }
 
 impl LogInner {
+    /// See [`Log::read_batches`].
+    fn read_batches(&mut self, start_offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
+        let from = self
+            .segments
+            .range(..=start_offset)
+            .next_back()
+            .map(|(&base, _)| base)
+            .unwrap_or(i64::MIN);
+        for (_, segment) in self.segments.range_mut(from..) {
+            let batches = segment.read(start_offset, max_bytes)?;
+            if !batches.is_empty() {
+                return Ok(fetched(batches));
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// Facts about every closed segment, oldest first.
+    fn closed_segment_facts(&mut self) -> Result<Vec<SegmentFacts>> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let mut facts = Vec::with_capacity(bases.len().saturating_sub(1));
+        for pair in bases.windows(2) {
+            let segment = self.segments.get_mut(&pair[0]).expect("listed above");
+            facts.push(SegmentFacts {
+                base_offset: pair[0],
+                end_offset: pair[1],
+                size_bytes: segment.size() as u64,
+                largest_timestamp: segment.largest_timestamp()?,
+                log_path: segment.log_path(),
+            });
+        }
+        Ok(facts)
+    }
+
+    /// Takes the segments `bases` out of the log: renamed `.deleted`, kept for readers of the
+    /// generations that had them, removed after `file.delete.delay.ms`. Starts a generation.
+    fn retire(&mut self, dir: &Path, bases: &[i64], now_ms: i64) -> Result<()> {
+        let retired_in = self.generation + 1;
+        let delete_after_ms = now_ms.saturating_add(self.config.file_delete_delay_ms);
+        for base in bases {
+            let Some(mut segment) = self.segments.remove(base) else {
+                continue;
+            };
+            let introduced = self.introduced.remove(base).unwrap_or(0);
+            if let Err(e) = segment.change_file_suffix(cleaner::DELETED_SUFFIX) {
+                self.segments.insert(*base, segment);
+                return Err(e);
+            }
+            self.retired.push(RetiredSegment {
+                segment,
+                introduced,
+                retired: retired_in,
+                delete_after_ms,
+            });
+        }
+        self.generation = retired_in;
+        checkpoint::fsync_dir(dir)
+    }
+
+    /// Removes the files of retired segments whose delay has passed.
+    fn delete_expired(&mut self, now_ms: i64) -> Result<usize> {
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
+            .into_iter()
+            .partition(|r| r.delete_after_ms <= now_ms);
+        self.retired = kept;
+        let count = expired.len();
+        for retired in expired {
+            retired.segment.delete()?;
+        }
+        Ok(count)
+    }
+
     fn active_segment(&mut self) -> &mut LogSegment {
         self.segments
             .values_mut()
@@ -664,6 +1110,37 @@ impl LogInner {
         }
         .write(dir)
     }
+}
+
+fn fetched(batches: Vec<(BatchHeader, Vec<u8>)>) -> Vec<FetchedBatch> {
+    batches
+        .into_iter()
+        .map(|(header, bytes)| FetchedBatch { header, bytes })
+        .collect()
+}
+
+/// Applies the records of `batches` to `keys`; `false` when there was nothing to apply.
+fn apply_batches(keys: &mut KeyIndex, batches: &[FetchedBatch]) -> Result<bool> {
+    let mut progressed = false;
+    for batch in batches {
+        let next = batch.header.next_offset();
+        if next <= keys.next_offset() {
+            continue;
+        }
+        let decoded = record::decode_batch(&batch.bytes)?;
+        let from = keys.next_offset();
+        for r in decoded.records.iter().filter(|r| r.offset >= from) {
+            keys.apply(r.offset, r.key.as_deref(), r.value.is_none());
+        }
+        keys.advance_to(next);
+        progressed = true;
+    }
+    Ok(progressed)
+}
+
+/// Locks `m`, going on after a panic elsewhere (what it guards is `()` or rebuilt state).
+fn lock_unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Encodes `records` into as few batches as fit `max.message.bytes`, by halving.

@@ -76,6 +76,8 @@ const PARTITIONS_KEY: &str = "partitions";
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// Partitions `0 ..= 99_999` keep `<249-character topic>-<partition>` within 255 bytes.
 pub const MAX_PARTITIONS: u32 = 100_000;
+/// The cleaner thread's longest sleep: how late a `.deleted` file may be removed.
+const CLEANER_TICK_MS: i64 = 1000;
 /// How often the background thread applies `flush.ms`.
 const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -139,9 +141,11 @@ struct Shared {
     closed: AtomicBool,
     /// Makes scratch file names unique within this process.
     scratch_counter: AtomicU64,
+    /// Intervals and memory of the background cleanup.
+    settings: CleanupSettings,
 }
 
-/// Stops and joins the background flush thread.
+/// Stops and joins a background thread (the flusher, the cleaner).
 struct Flusher {
     stop: Arc<(Mutex<bool>, Condvar)>,
     handle: JoinHandle<()>,
@@ -153,6 +157,8 @@ struct Flusher {
 pub struct LogManager {
     shared: Arc<Shared>,
     flusher: Mutex<Option<Flusher>>,
+    /// The background cleanup thread: retention, compaction, removal of `.deleted` files.
+    cleaner: Mutex<Option<Flusher>>,
     /// The open `.lock` file; dropping it releases the flock.
     lock_file: Mutex<Option<File>>,
 }
@@ -178,6 +184,21 @@ impl LogManager {
         defaults: LogConfig,
         default_partitions: u32,
     ) -> Result<LogManager> {
+        LogManager::open_with(
+            data_dir,
+            defaults,
+            default_partitions,
+            CleanupSettings::default(),
+        )
+    }
+
+    /// [`Self::open`] with explicit cleanup settings (intervals, offset map memory).
+    pub fn open_with(
+        data_dir: &Path,
+        defaults: LogConfig,
+        default_partitions: u32,
+        settings: CleanupSettings,
+    ) -> Result<LogManager> {
         check_partition_count(default_partitions)?;
         create_private_dir(data_dir)?;
         let data_dir = fs::canonicalize(data_dir).at(data_dir)?;
@@ -192,6 +213,7 @@ impl LogManager {
             topics: RwLock::new(BTreeMap::new()),
             closed: AtomicBool::new(false),
             scratch_counter: AtomicU64::new(0),
+            settings,
         };
         create_private_dir(&shared.topics_dir)?;
         create_private_dir(&shared.work_dir)?;
@@ -210,40 +232,30 @@ impl LogManager {
 
         let shared = Arc::new(shared);
         let flusher = start_flusher(Arc::clone(&shared))?;
+        let cleaner = start_cleaner(Arc::clone(&shared))?;
         Ok(LogManager {
             shared,
             flusher: Mutex::new(Some(flusher)),
+            cleaner: Mutex::new(Some(cleaner)),
             lock_file: Mutex::new(Some(lock_file)),
         })
     }
 
-    /// [`Self::open`] with explicit cleanup settings (intervals, offset map memory).
-    pub fn open_with(
-        data_dir: &Path,
-        defaults: LogConfig,
-        default_partitions: u32,
-        settings: CleanupSettings,
-    ) -> Result<LogManager> {
-        let _ = (data_dir, defaults, default_partitions, settings);
-        todo!()
-    }
-
     /// The cleanup settings this manager runs with.
     pub fn cleanup_settings(&self) -> CleanupSettings {
-        todo!()
+        self.shared.settings
     }
 
     /// Runs retention on one partition now; returns when it finished.
     pub fn retention(&self, topic: &str, partition: u32) -> Result<RetentionOutcome> {
-        let _ = (topic, partition);
-        todo!()
+        self.log(topic, partition)?.run_retention(now_ms())
     }
 
     /// Compacts one partition now, whatever its dirty ratio; returns when it finished.
     /// `InvalidArgument` if the topic's `cleanup.policy` does not contain `compact`.
     pub fn compact(&self, topic: &str, partition: u32) -> Result<CompactionOutcome> {
-        let _ = (topic, partition);
-        todo!()
+        self.log(topic, partition)?
+            .compact(now_ms(), true, &self.shared.settings.cleaner)
     }
 
     /// The data directory, as an absolute path.
@@ -577,6 +589,13 @@ impl LogManager {
             }
         }
 
+        let cleaner = lock(&self.cleaner).take();
+        if let Some(cleaner) = &cleaner {
+            let (stopped, wake) = &*cleaner.stop;
+            *lock(stopped) = true;
+            wake.notify_all();
+        }
+
         let topics = std::mem::take(&mut *write(&self.shared.topics));
         let mut first_error = None;
         for (name, topic) in &topics {
@@ -585,6 +604,12 @@ impl LogManager {
                     log::error!("closing partition {partition} of topic {name:?} failed: {e}");
                     first_error.get_or_insert(e);
                 }
+            }
+        }
+        // Closed logs make a cleaning run in progress stop at its next check.
+        if let Some(cleaner) = cleaner {
+            if cleaner.handle.join().is_err() {
+                log::error!("the cleaner thread panicked");
             }
         }
         drop(lock(&self.lock_file).take());
@@ -1052,6 +1077,75 @@ fn run_flusher(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
                     log::error!("periodic flush of partition {partition} of topic {topic:?}: {e}")
                 }
             }
+        }
+    }
+}
+
+fn start_cleaner(shared: Arc<Shared>) -> Result<Flusher> {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let thread_stop = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name("lmqfs-cleaner".into())
+        .spawn(move || clean_periodically(&shared, &thread_stop))
+        .map_err(|e| EngineError::io(Path::new("<cleaner thread>"), e))?;
+    Ok(Flusher { stop, handle })
+}
+
+/// The background cleanup until stopped: every tick, removes `.deleted` files whose delay
+/// passed; every `log.retention.check.interval.ms`, runs retention on every log; every
+/// `log.cleaner.backoff.ms`, compacts the compacted logs whose dirty ratio asks for it. One log
+/// at a time, so the other partitions never wait for it.
+fn clean_periodically(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
+    let settings = shared.settings;
+    let tick_ms = CLEANER_TICK_MS
+        .min(settings.cleaner_backoff_ms)
+        .min(settings.retention_check_interval_ms)
+        .max(10);
+    let started = now_ms();
+    let mut next_retention = started + settings.retention_check_interval_ms;
+    let mut next_clean = started + settings.cleaner_backoff_ms;
+    let (stopped, wake) = stop;
+    let is_stopped = || *lock(stopped);
+    loop {
+        let guard = lock(stopped);
+        let (guard, _) = wake
+            .wait_timeout_while(guard, Duration::from_millis(tick_ms as u64), |s| !*s)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *guard {
+            return;
+        }
+        drop(guard);
+        let now = now_ms();
+        let retention_due = now >= next_retention;
+        let clean_due = now >= next_clean;
+        for (topic, partition, log) in shared.all_logs() {
+            if is_stopped() {
+                return;
+            }
+            let report = |what: &str, e: EngineError| {
+                if !matches!(e, EngineError::Closed) {
+                    log::error!("background {what} of partition {partition} of topic {topic:?}: {e}");
+                }
+            };
+            if let Err(e) = log.delete_expired_files(now) {
+                report("removal of deleted segments", e);
+            }
+            if retention_due {
+                if let Err(e) = log.run_retention(now_ms()) {
+                    report("retention", e);
+                }
+            }
+            if clean_due && log.config().cleanup_policy.compact {
+                if let Err(e) = log.compact(now_ms(), false, &settings.cleaner) {
+                    report("compaction", e);
+                }
+            }
+        }
+        if retention_due {
+            next_retention = now_ms() + settings.retention_check_interval_ms;
+        }
+        if clean_due {
+            next_clean = now_ms() + settings.cleaner_backoff_ms;
         }
     }
 }

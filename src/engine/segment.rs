@@ -75,6 +75,9 @@ pub struct RecoveryOutcome {
 pub struct LogSegment {
     base_offset: i64,
     dir: PathBuf,
+    /// Appended to every file name: "" for a live segment, or `.cleaned`, `.swap`, `.deleted`
+    /// while the cleaner or retention moves it (Kafka's file suffixes).
+    file_suffix: String,
     file: File,
     /// Valid bytes in the `.log`; the file is never longer except transiently during a write.
     size: u32,
@@ -96,7 +99,18 @@ pub struct LogSegment {
 impl LogSegment {
     /// Creates a new, empty segment (its files must not exist with content).
     pub fn create(dir: &Path, base_offset: i64, params: SegmentParams) -> Result<LogSegment> {
-        let path = segment_file(dir, base_offset, LOG_SUFFIX);
+        LogSegment::create_with_suffix(dir, base_offset, params, "")
+    }
+
+    /// Creates a new, empty segment whose file names end in `file_suffix` (`.cleaned` for the
+    /// cleaner's output).
+    pub fn create_with_suffix(
+        dir: &Path,
+        base_offset: i64,
+        params: SegmentParams,
+        file_suffix: &str,
+    ) -> Result<LogSegment> {
+        let path = suffixed(segment_file(dir, base_offset, LOG_SUFFIX), file_suffix);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -105,9 +119,10 @@ impl LogSegment {
             .open(&path)
             .at(&path)?;
         for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            remove_if_exists(&segment_file(dir, base_offset, suffix))?;
+            remove_if_exists(&suffixed(segment_file(dir, base_offset, suffix), file_suffix))?;
         }
         let mut segment = LogSegment::from_file(dir, base_offset, file, 0, params);
+        segment.file_suffix = file_suffix.to_string();
         segment.active = true;
         segment.max_timestamp = Some((-1, base_offset));
         segment.next_offset = Some(base_offset);
@@ -142,6 +157,7 @@ impl LogSegment {
         LogSegment {
             base_offset,
             dir: dir.to_path_buf(),
+            file_suffix: String::new(),
             file,
             size,
             params,
@@ -165,13 +181,95 @@ impl LogSegment {
         self.size == 0
     }
     pub fn log_path(&self) -> PathBuf {
-        segment_file(&self.dir, self.base_offset, LOG_SUFFIX)
+        suffixed(
+            segment_file(&self.dir, self.base_offset, LOG_SUFFIX),
+            &self.file_suffix,
+        )
     }
     pub fn offset_index_path(&self) -> PathBuf {
-        segment_file(&self.dir, self.base_offset, INDEX_SUFFIX)
+        suffixed(
+            segment_file(&self.dir, self.base_offset, INDEX_SUFFIX),
+            &self.file_suffix,
+        )
     }
     pub fn time_index_path(&self) -> PathBuf {
-        segment_file(&self.dir, self.base_offset, TIME_INDEX_SUFFIX)
+        suffixed(
+            segment_file(&self.dir, self.base_offset, TIME_INDEX_SUFFIX),
+            &self.file_suffix,
+        )
+    }
+    /// The suffix after the file extensions ("" for a live segment).
+    pub fn file_suffix(&self) -> &str {
+        &self.file_suffix
+    }
+
+    /// Renames the segment's three files to end in `new_suffix` instead of the current suffix,
+    /// the `.log` last, so a `.log` with the new suffix means all three were renamed. Open file
+    /// handles and index mappings stay valid. The caller fsyncs the directory.
+    pub fn change_file_suffix(&mut self, new_suffix: &str) -> Result<()> {
+        self.change_index_suffixes(new_suffix)?;
+        self.change_log_suffix(new_suffix)
+    }
+
+    /// The index half of [`Self::change_file_suffix`]: afterwards only the `.log` has the old
+    /// suffix.
+    pub fn change_index_suffixes(&mut self, new_suffix: &str) -> Result<()> {
+        let (old_index, old_time) = (self.offset_index_path(), self.time_index_path());
+        let new_index = self.resuffixed(&old_index, new_suffix);
+        let new_time = self.resuffixed(&old_time, new_suffix);
+        match &mut self.offset_index {
+            Some(index) => index.rename_to(&new_index)?,
+            None => rename_if_exists(&old_index, &new_index)?,
+        }
+        match &mut self.time_index {
+            Some(index) => index.rename_to(&new_time)?,
+            None => rename_if_exists(&old_time, &new_time)?,
+        }
+        Ok(())
+    }
+
+    /// The `.log` half of [`Self::change_file_suffix`]; the segment's suffix is `new_suffix`
+    /// afterwards.
+    pub fn change_log_suffix(&mut self, new_suffix: &str) -> Result<()> {
+        let old_log = self.log_path();
+        let new_log = self.resuffixed(&old_log, new_suffix);
+        std::fs::rename(&old_log, &new_log).at(&old_log)?;
+        self.file_suffix = new_suffix.to_string();
+        Ok(())
+    }
+
+    /// `path` (one of this segment's files) with `new_suffix` in place of the current suffix.
+    fn resuffixed(&self, path: &Path, new_suffix: &str) -> PathBuf {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let bare = name
+            .strip_suffix(self.file_suffix.as_str())
+            .unwrap_or(&name)
+            .to_string();
+        suffixed(path.with_file_name(bare), new_suffix)
+    }
+
+    /// Every batch header with its position, read from the `.log` in order (61 bytes per batch).
+    pub fn batch_headers(&self) -> Result<Vec<BatchLocation>> {
+        let mut out = Vec::new();
+        let mut position = 0u32;
+        while let Some(header) = self.header_at(position)? {
+            out.push(BatchLocation { position, header });
+            position += header.total_size() as u32;
+        }
+        Ok(out)
+    }
+
+    /// A sequential reader of this segment's batches through its own file handle, usable
+    /// without the owning log's lock while the segment is closed (its bytes never change).
+    pub fn batch_reader(&self) -> Result<BatchReader> {
+        let path = self.log_path();
+        let file = File::open(&path).at(&path)?;
+        Ok(BatchReader {
+            reader: std::io::BufReader::with_capacity(1 << 20, file),
+            path,
+            position: 0,
+            size: self.size,
+        })
     }
     pub fn is_active(&self) -> bool {
         self.active
@@ -696,8 +794,12 @@ impl LogSegment {
         if let Some(index) = self.time_index.take() {
             index.delete()?;
         }
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            remove_if_exists(&segment_file(&self.dir, self.base_offset, suffix))?;
+        for path in [
+            self.log_path(),
+            self.offset_index_path(),
+            self.time_index_path(),
+        ] {
+            remove_if_exists(&path)?;
         }
         info!(
             "deleted segment {} of {}",
@@ -705,6 +807,99 @@ impl LogSegment {
             self.dir.display()
         );
         Ok(())
+    }
+}
+
+/// Renames `from` to `to`; a missing `from` (an index never written) is not an error.
+fn rename_if_exists(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EngineError::io(from, e)),
+    }
+}
+
+/// The number of records in the first `size_bytes` of the `.log` at `path`, from the batch
+/// headers alone (61 bytes read per batch).
+pub fn count_records(path: &Path, size_bytes: u64) -> Result<u64> {
+    let file = File::open(path).at(path)?;
+    let mut records = 0u64;
+    let mut position = 0u64;
+    let mut buf = [0u8; BATCH_HEADER_SIZE];
+    while position + BATCH_HEADER_SIZE as u64 <= size_bytes {
+        file.read_exact_at(&mut buf, position).at(path)?;
+        let header = BatchHeader::parse(&buf).map_err(|e| EngineError::Corrupt {
+            path: path.to_path_buf(),
+            position,
+            reason: e.to_string(),
+        })?;
+        records += header.records_count.max(0) as u64;
+        position += header.total_size() as u64;
+    }
+    Ok(records)
+}
+
+/// `path` with `suffix` appended to its file name.
+pub fn suffixed(path: PathBuf, suffix: &str) -> PathBuf {
+    if suffix.is_empty() {
+        return path;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Reads a closed segment's batches in order through its own buffered file handle.
+pub struct BatchReader {
+    reader: std::io::BufReader<File>,
+    path: PathBuf,
+    position: u32,
+    size: u32,
+}
+
+impl BatchReader {
+    /// A reader of the first `size_bytes` of the `.log` at `path`.
+    pub fn open(path: &Path, size_bytes: u64) -> Result<BatchReader> {
+        let file = File::open(path).at(path)?;
+        Ok(BatchReader {
+            reader: std::io::BufReader::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            position: 0,
+            size: u32::try_from(size_bytes).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// The next whole batch (CRC verified) and its position, `None` at the end.
+    pub fn next_batch(&mut self) -> Result<Option<(u32, BatchHeader, Vec<u8>)>> {
+        use std::io::Read;
+        if self.position as u64 + LOG_OVERHEAD as u64 > self.size as u64 {
+            return Ok(None);
+        }
+        let position = self.position;
+        let corrupt = |e: RecordError| EngineError::Corrupt {
+            path: self.path.clone(),
+            position: position as u64,
+            reason: e.to_string(),
+        };
+        let available = (self.size - position) as usize;
+        let mut head = vec![0u8; BATCH_HEADER_SIZE.min(available)];
+        self.reader.read_exact(&mut head).at(&self.path)?;
+        let header = BatchHeader::parse(&head).map_err(corrupt)?;
+        let total = header.total_size();
+        if total > available {
+            return Err(corrupt(RecordError::Truncated {
+                needed: total,
+                available,
+            }));
+        }
+        let mut bytes = head;
+        bytes.resize(total, 0);
+        self.reader
+            .read_exact(&mut bytes[BATCH_HEADER_SIZE..])
+            .at(&self.path)?;
+        record::batch::verify_batch(&bytes).map_err(corrupt)?;
+        self.position += total as u32;
+        Ok(Some((position, header, bytes)))
     }
 }
 

@@ -43,6 +43,10 @@ pub const TIMESTAMP_TYPE_MASK: i16 = 0x08;
 pub const TRANSACTIONAL_FLAG_MASK: i16 = 0x10;
 /// Attribute bit 5: control batch.
 pub const CONTROL_FLAG_MASK: i16 = 0x20;
+/// Attribute bit 6: `base_timestamp` holds the batch's delete horizon (Kafka's KIP-534): the time
+/// after which the cleaner may drop its tombstones. Record timestamps stay exact: their deltas
+/// are relative to whatever `base_timestamp` holds.
+pub const DELETE_HORIZON_FLAG_MASK: i16 = 0x40;
 
 /// Smallest encoded record: a one-byte length, then attributes, timestamp delta, offset delta,
 /// key length, value length and header count, one byte each.
@@ -139,6 +143,10 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
+    /// The delete horizon the cleaner stamped on this batch (attribute bit 6), if any.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG_MASK != 0).then_some(self.base_timestamp)
+    }
 }
 
 /// A batch with its records decoded.
@@ -233,6 +241,97 @@ pub fn encode_batch(
     let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
     out[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
     debug_assert_eq!(verify_batch(&out).map(|h| h.crc), Ok(crc));
+    Ok(out)
+}
+
+/// Re-encodes the `records` kept from the batch `original` (a non-empty subset of its records,
+/// in offset order), as Kafka's cleaner does: same base offset, codec (the records are
+/// recompressed), timestamp type, producer fields and leader epoch; each record keeps its offset,
+/// timestamp, key, value and headers. `last_offset_delta` and `records_count` describe the kept
+/// records. With `delete_horizon_ms`, attribute bit 6 is set and `base_timestamp` holds it.
+pub fn encode_retained(
+    original: &BatchHeader,
+    records: &[Record],
+    delete_horizon_ms: Option<i64>,
+) -> Result<Vec<u8>, RecordError> {
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Err(RecordError::Empty);
+    };
+    let compression = original.compression()?;
+    let timestamp_type = original.timestamp_type();
+    let last_offset_delta = i32::try_from(last.offset - original.base_offset).map_err(|_| {
+        RecordError::MalformedRecord {
+            index: records.len() - 1,
+            reason: "offset too far from the batch's base offset".into(),
+        }
+    })?;
+    let base_timestamp = match (delete_horizon_ms, timestamp_type) {
+        (Some(horizon), _) => horizon,
+        (None, TimestampType::CreateTime) => first.timestamp,
+        (None, TimestampType::LogAppendTime) => original.base_timestamp,
+    };
+    let max_timestamp = match timestamp_type {
+        TimestampType::CreateTime => records.iter().map(|r| r.timestamp).max().unwrap_or(-1),
+        TimestampType::LogAppendTime => original.max_timestamp,
+    };
+    let mut raw = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        let offset_delta = i32::try_from(record.offset - original.base_offset)
+            .ok()
+            .filter(|d| *d >= 0)
+            .ok_or_else(|| RecordError::MalformedRecord {
+                index,
+                reason: format!(
+                    "offset {} is outside the batch at {}",
+                    record.offset, original.base_offset
+                ),
+            })?;
+        let timestamp_delta = match timestamp_type {
+            TimestampType::CreateTime => record.timestamp.wrapping_sub(base_timestamp),
+            TimestampType::LogAppendTime => 0,
+        };
+        let new = NewRecord {
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+            timestamp: Some(record.timestamp),
+        };
+        write_record(&mut raw, index, &new, offset_delta, timestamp_delta)?;
+    }
+    let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + raw.len());
+    out.resize(BATCH_HEADER_SIZE, 0);
+    if compression == Compression::None {
+        out.extend_from_slice(&raw);
+    } else {
+        out.extend_from_slice(&compression::compress(compression, &raw)?);
+    }
+    let batch_length =
+        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| RecordError::MalformedRecord {
+            index: records.len() - 1,
+            reason: "batch exceeds the format's 2 GiB limit".into(),
+        })?;
+    let mut attributes = original.attributes & !DELETE_HORIZON_FLAG_MASK;
+    if delete_horizon_ms.is_some() {
+        attributes |= DELETE_HORIZON_FLAG_MASK;
+    }
+    let header = BatchHeader {
+        base_offset: original.base_offset,
+        batch_length,
+        partition_leader_epoch: original.partition_leader_epoch,
+        magic: MAGIC_V2,
+        crc: 0,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id: original.producer_id,
+        producer_epoch: original.producer_epoch,
+        base_sequence: original.base_sequence,
+        records_count: records.len() as i32,
+    };
+    write_header(&header, &mut out[..BATCH_HEADER_SIZE]);
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    out[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
 }
 
