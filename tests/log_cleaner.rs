@@ -81,7 +81,10 @@ fn clean_segments_keep_the_latest_record_per_key() {
     // A removed offset is gone; a kept one reads back.
     assert_eq!(log.read_record(0).unwrap(), None);
     let kept = after[0].offset;
-    assert_eq!(log.read_record(kept).unwrap().unwrap().value, after[0].value);
+    assert_eq!(
+        log.read_record(kept).unwrap().unwrap().value,
+        after[0].value
+    );
 
     // The active segment takes appends as before, and a reopen sees the same log.
     log.append(&[keyed("k0", "new")]).unwrap();
@@ -118,7 +121,13 @@ fn cleaning_with_deletes_keeps_only_the_tombstone() {
     let live = log.live_keys().unwrap();
     assert_eq!(
         live,
-        vec![b"k0".to_vec(), b"k1".to_vec(), b"k2".to_vec(), b"k3".to_vec(), b"k5".to_vec()]
+        vec![
+            b"k0".to_vec(),
+            b"k1".to_vec(),
+            b"k2".to_vec(),
+            b"k3".to_vec(),
+            b"k5".to_vec()
+        ]
     );
 }
 
@@ -147,7 +156,10 @@ fn tombstones_are_dropped_only_after_delete_retention_ms() {
         Some(t0 + 10_000),
         "the first cleaning stamps the delete horizon"
     );
-    assert_eq!(decode_batch(&tombstone_batch.bytes).unwrap().records[0].value, None);
+    assert_eq!(
+        decode_batch(&tombstone_batch.bytes).unwrap().records[0].value,
+        None
+    );
 
     // Before the horizon the tombstone stays, even when forced.
     let early = log.compact(t0 + 9_999, true, &cleaner()).unwrap();
@@ -160,7 +172,10 @@ fn tombstones_are_dropped_only_after_delete_retention_ms() {
     assert_eq!(late.skipped, None, "{late}");
     assert_eq!(late.tombstones_removed, 1);
     let after = all_records(&log);
-    assert_eq!(triples(&after), vec![(1, Some(b"b".to_vec()), Some(b"1".to_vec()))]);
+    assert_eq!(
+        triples(&after),
+        vec![(1, Some(b"b".to_vec()), Some(b"1".to_vec()))]
+    );
     assert_eq!(log.read_record(2).unwrap(), None);
 }
 
@@ -385,7 +400,11 @@ fn compaction_refuses_a_delete_only_log_and_keyless_appends_are_refused_when_com
         log.append(&[keyed("a", "1"), NewRecord::value("no key")]),
         Err(EngineError::InvalidArgument(_))
     ));
-    assert_eq!(log.log_end_offset(), end, "nothing of the refused append was written");
+    assert_eq!(
+        log.log_end_offset(),
+        end,
+        "nothing of the refused append was written"
+    );
 }
 
 /// The same writes in `dir`: three closed segments that clean as one group, plus an active one.

@@ -151,7 +151,11 @@ impl CleanerCheckpoint {
     pub fn write(&self, dir: &Path) -> Result<()> {
         write_atomically(
             &dir.join(CLEANER_CHECKPOINT_FILE),
-            format!("version=1\nfirst_dirty_offset={}\n", self.first_dirty_offset).as_bytes(),
+            format!(
+                "version=1\nfirst_dirty_offset={}\n",
+                self.first_dirty_offset
+            )
+            .as_bytes(),
         )
     }
 }
@@ -316,17 +320,21 @@ pub(crate) fn clean(
         ..CompactionOutcome::default()
     };
     if segments.is_empty() {
-        return Ok(skipped("no closed segments (the active segment is never cleaned)".into()));
+        return Ok(skipped(
+            "no closed segments (the active segment is never cleaned)".into(),
+        ));
     }
     if dirty_bytes == 0 && !force && !horizon_due {
-        return Ok(skipped(if first_uncleanable < snapshot.active_base_offset {
-            format!(
-                "the dirty records are within min.compaction.lag.ms={}",
-                config.min_compaction_lag_ms
-            )
-        } else {
-            "no dirty records".into()
-        }));
+        return Ok(skipped(
+            if first_uncleanable < snapshot.active_base_offset {
+                format!(
+                    "the dirty records are within min.compaction.lag.ms={}",
+                    config.min_compaction_lag_ms
+                )
+            } else {
+                "no dirty records".into()
+            },
+        ));
     }
     if !force && !horizon_due && dirty_ratio <= config.min_cleanable_dirty_ratio {
         return Ok(skipped(format!(
@@ -414,7 +422,10 @@ fn build_offset_map(
                 continue;
             }
             if header.base_offset >= first_uncleanable {
-                return Ok((map_end.max(first_uncleanable.min(header.base_offset)), indexed_bytes));
+                return Ok((
+                    map_end.max(first_uncleanable.min(header.base_offset)),
+                    indexed_bytes,
+                ));
             }
             let batch = record::decode_batch(&bytes)?;
             // Stop before a batch whose keys might not all fit, at a batch boundary.
@@ -662,7 +673,10 @@ pub(crate) fn recover_interrupted_swap(dir: &Path) -> Result<()> {
             return SwapMarker::remove(dir);
         }
     };
-    let swap_log = suffixed(segment_file(dir, marker.base_offset, LOG_SUFFIX), SWAP_SUFFIX);
+    let swap_log = suffixed(
+        segment_file(dir, marker.base_offset, LOG_SUFFIX),
+        SWAP_SUFFIX,
+    );
     if swap_log.exists() {
         info!(
             "{}: completing an interrupted compaction swap of offsets [{}, {})",
