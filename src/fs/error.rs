@@ -30,6 +30,10 @@ pub enum FsError {
     #[error("bad file handle: {0}")]
     BadHandle(String),
 
+    /// A name longer than a file name may be (255 bytes).
+    #[error("name too long: {0}")]
+    NameTooLong(String),
+
     /// A directory operation on a file, or the reverse.
     #[error("not a directory: {0}")]
     NotADirectory(String),

@@ -804,6 +804,24 @@ impl LmqFs {
         fh
     }
 
+    /// The buffer length of an open file of `keys/<key>` of `p`, if there is one (the largest).
+    /// Scans the open files: used only for a key that is not live yet.
+    pub(super) fn open_key_buffer_len(&self, p: &PartitionId, key: &str) -> Option<u64> {
+        let handles: Vec<Arc<Handle>> = lock(&self.handles).values().cloned().collect();
+        handles
+            .iter()
+            .filter_map(|h| match &**h {
+                Handle::Key {
+                    partition,
+                    key: k,
+                    buffer,
+                    ..
+                } if partition == p && &**k == key => Some(lock(buffer).len() as u64),
+                _ => None,
+            })
+            .max()
+    }
+
     /// Registers an open file; every file is opened direct I/O (see the module docs).
     pub(super) fn open_handle(&self, handle: Handle) -> Opened {
         Opened {
@@ -1009,9 +1027,9 @@ impl LmqFs {
 
     /// Appends what a handle holds back until close: the pending unterminated line of an append
     /// file, the value of a written key file.
-    fn append_pending(&self, handle: &Handle) -> FsResult<()> {
+    fn append_pending(&self, handle: &Handle, released: bool) -> FsResult<()> {
         if let Handle::Key { .. } = handle {
-            return self.append_key_value(handle);
+            return self.append_key_value(handle, released);
         }
         if let Handle::Append {
             partition,
@@ -1035,13 +1053,13 @@ impl LmqFs {
     /// Called on every `close()` of a descriptor.
     pub fn flush(&self, _ino: u64, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
-        self.append_pending(&handle)
+        self.append_pending(&handle, false)
     }
 
     pub fn release(&self, _ino: u64, fh: u64) -> FsResult<()> {
         let handle = lock(&self.handles).remove(&fh);
         match handle {
-            Some(handle) => self.append_pending(&handle),
+            Some(handle) => self.append_pending(&handle, true),
             None => Ok(()),
         }
     }

@@ -8,8 +8,12 @@
 //! - A file of `keys/` opened for writing is a buffer ([`KeyBuffer`]): it starts empty when the
 //!   open created or truncated it (`>`, `O_TRUNC`, `create`), and as the current value
 //!   otherwise (so `>>` adds to it); writes land at their offsets. When the file is closed, the
-//!   buffer is appended as ONE record with that key, if the open created or truncated the file or
-//!   wrote to it. A read-only open appends nothing.
+//!   buffer is appended as ONE record with that key, if the open wrote to it; a close error
+//!   (EFBIG, ENOSPC, ...) reaches `close()`. A file that was created or truncated but never
+//!   written appends an empty value when the kernel releases it (just after the last `close()`
+//!   returns): shells open the target of `>`, `dup2` it and close the original descriptor before
+//!   writing, so a close with nothing written yet cannot tell `touch` from `echo`, and appending
+//!   an empty value there would show a value nobody wrote. A read-only open appends nothing.
 //! - A write that would make the record larger than the topic's `max.message.bytes` fails with
 //!   EFBIG, and then the handle appends nothing at all.
 //! - `rm keys/<key>` appends a tombstone for the key.
@@ -26,7 +30,7 @@ use log::{debug, info};
 use crate::engine::{EngineError, Log, NewRecord};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::filesystem::{lock, AccessMode, Entry, Handle, LmqFs, Opened};
-use crate::fs::node::{is_key_file_name, Node, PartitionDir, PartitionId};
+use crate::fs::node::{is_key_file_name, Node, PartitionDir, PartitionId, MAX_FILE_NAME_BYTES};
 
 /// Bytes a single-record batch adds to its key and value, at most: the v2 batch header (61)
 /// plus the record's framing (length, attributes, timestamp and offset deltas, key and value
@@ -44,19 +48,22 @@ pub fn max_value_bytes(max_message_bytes: u32, key: &[u8]) -> usize {
 #[derive(Debug, Default)]
 pub struct KeyBuffer {
     content: Vec<u8>,
-    /// Whether closing appends `content`: set by create, truncation and writes; cleared by the
-    /// append.
-    dirty: bool,
+    /// Written to (or cut to a non-zero size) since the last append: the next close appends.
+    written: bool,
+    /// Created or truncated to empty since the last append: the release appends, even without
+    /// a write.
+    reset: bool,
     /// A write was refused (too large): this handle appends nothing.
     failed: bool,
 }
 
 impl KeyBuffer {
-    /// A buffer holding `content`; `dirty` when the open created or truncated the file.
-    pub fn new(content: Vec<u8>, dirty: bool) -> KeyBuffer {
+    /// A buffer holding `content`; `reset` when the open created or truncated the file.
+    pub fn new(content: Vec<u8>, reset: bool) -> KeyBuffer {
         KeyBuffer {
             content,
-            dirty,
+            written: false,
+            reset,
             failed: false,
         }
     }
@@ -94,7 +101,7 @@ impl KeyBuffer {
             self.content.resize(end, 0);
         }
         self.content[end - data.len()..end].copy_from_slice(data);
-        self.dirty = true;
+        self.written = true;
         Ok(())
     }
 
@@ -109,16 +116,33 @@ impl KeyBuffer {
             .into());
         }
         self.content.resize(size, 0);
-        self.dirty = true;
+        if size == 0 {
+            self.reset = true;
+        } else {
+            self.written = true;
+        }
         Ok(())
     }
 
-    /// The value to append now, if any; the buffer is then clean until the next change.
-    pub fn take_value(&mut self) -> Option<Vec<u8>> {
-        if self.failed || !self.dirty {
+    /// The value a `close()` appends, if any: the content, once written. The buffer is then
+    /// clean until the next change.
+    pub fn take_on_close(&mut self) -> Option<Vec<u8>> {
+        if self.failed || !self.written {
             return None;
         }
-        self.dirty = false;
+        self.written = false;
+        self.reset = false;
+        Some(self.content.clone())
+    }
+
+    /// The value the release (after the last close) appends, if any: also the empty value of a
+    /// file created or truncated and never written.
+    pub fn take_on_release(&mut self) -> Option<Vec<u8>> {
+        if self.failed || !(self.written || self.reset) {
+            return None;
+        }
+        self.written = false;
+        self.reset = false;
         Some(self.content.clone())
     }
 }
@@ -134,6 +158,12 @@ fn keyed_record(key: &str, value: Option<Vec<u8>>) -> NewRecord {
 }
 
 fn key_name(name: &OsStr) -> FsResult<&str> {
+    if name.len() > MAX_FILE_NAME_BYTES {
+        return Err(FsError::NameTooLong(format!(
+            "a key file name has at most {MAX_FILE_NAME_BYTES} bytes, got {}",
+            name.len()
+        )));
+    }
     if !is_key_file_name(name.as_bytes()) {
         return Err(FsError::invalid(format!(
             "{:?} cannot be a key file name: keys/ holds UTF-8 keys without '/' or NUL, \
@@ -255,7 +285,7 @@ impl LmqFs {
         let log = self.partition_log(p)?;
         let mut buffer = KeyBuffer::new(self.key_value(p, key)?, false);
         buffer.truncate(size, Self::max_value_bytes(&log, key))?;
-        if let Some(value) = buffer.take_value() {
+        if let Some(value) = buffer.take_on_release() {
             log.append(&[keyed_record(key, Some(value))])?;
         }
         Ok(())
@@ -302,8 +332,9 @@ impl LmqFs {
         lock(buffer).truncate(size, limit)
     }
 
-    /// On close: appends the buffer of a written, created or truncated key file.
-    pub(super) fn append_key_value(&self, handle: &Handle) -> FsResult<()> {
+    /// Appends the buffer of a key file: on a `close()` (`released` false) if it was written,
+    /// on the release also if it was created or truncated.
+    pub(super) fn append_key_value(&self, handle: &Handle, released: bool) -> FsResult<()> {
         let Handle::Key {
             partition,
             log,
@@ -315,7 +346,12 @@ impl LmqFs {
             return Ok(());
         };
         let mut buffer = lock(buffer);
-        let Some(value) = buffer.take_value() else {
+        let value = if released {
+            buffer.take_on_release()
+        } else {
+            buffer.take_on_close()
+        };
+        let Some(value) = value else {
             return Ok(());
         };
         let size = value.len();
@@ -343,7 +379,13 @@ impl LmqFs {
         if let Some(Handle::Key { buffer, .. }) = handle {
             return Ok(lock(buffer).len() as u64);
         }
-        Ok(self.key_value(p, key)?.len() as u64)
+        match self.key_value(p, key) {
+            Ok(value) => Ok(value.len() as u64),
+            // Created and still open, not yet appended: the kernel asks for the new inode's
+            // attributes before the creating process writes.
+            Err(e @ FsError::NotFound(_)) => self.open_key_buffer_len(p, key).ok_or(e),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether `node` is the `keys/` directory (the only place files can be created).
@@ -359,21 +401,39 @@ mod tests {
     #[test]
     fn buffer_writes_land_at_offsets_and_append_once() {
         let mut b = KeyBuffer::new(b"old value".to_vec(), false);
-        assert_eq!(b.take_value(), None, "an untouched open appends nothing");
+        assert_eq!(b.take_on_close(), None, "an untouched open appends nothing");
+        assert_eq!(
+            b.take_on_release(),
+            None,
+            "an untouched open appends nothing"
+        );
         b.write_at(4, b"VALUE!", 100).unwrap();
         assert_eq!(b.content(), b"old VALUE!");
         b.write_at(12, b"x", 100).unwrap();
         assert_eq!(b.content(), b"old VALUE!\0\0x");
-        assert_eq!(b.take_value().as_deref(), Some(&b"old VALUE!\0\0x"[..]));
-        assert_eq!(b.take_value(), None, "appended once");
-        b.truncate(0, 100).unwrap();
-        assert_eq!(b.take_value().as_deref(), Some(&b""[..]));
+        assert_eq!(b.take_on_close().as_deref(), Some(&b"old VALUE!\0\0x"[..]));
+        assert_eq!(b.take_on_close(), None, "appended once");
+        assert_eq!(b.take_on_release(), None, "appended once");
     }
 
     #[test]
-    fn created_or_truncated_files_append_an_empty_value() {
+    fn created_or_truncated_files_append_an_empty_value_on_release_only() {
         let mut b = KeyBuffer::new(Vec::new(), true);
-        assert_eq!(b.take_value().as_deref(), Some(&b""[..]));
+        // The close of a dup'ed descriptor before the first write appends nothing ...
+        assert_eq!(b.take_on_close(), None);
+        // ... the write then goes in whole, once.
+        b.write_at(0, b"v\n", 100).unwrap();
+        assert_eq!(b.take_on_close().as_deref(), Some(&b"v\n"[..]));
+        assert_eq!(b.take_on_release(), None);
+        // Never written: the release appends the empty value.
+        let mut b = KeyBuffer::new(Vec::new(), true);
+        assert_eq!(b.take_on_close(), None);
+        assert_eq!(b.take_on_release().as_deref(), Some(&b""[..]));
+        // ftruncate to 0 of an open file is a reset too.
+        let mut b = KeyBuffer::new(b"old".to_vec(), false);
+        b.truncate(0, 100).unwrap();
+        assert_eq!(b.take_on_close(), None);
+        assert_eq!(b.take_on_release().as_deref(), Some(&b""[..]));
     }
 
     #[test]
@@ -386,7 +446,8 @@ mod tests {
             FsError::Engine(EngineError::RecordTooLarge { size: 9, .. })
         ));
         assert!(b.write_at(0, b"1", 8).is_err(), "later writes fail too");
-        assert_eq!(b.take_value(), None, "nothing is appended");
+        assert_eq!(b.take_on_close(), None, "nothing is appended");
+        assert_eq!(b.take_on_release(), None, "nothing is appended");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn errno(error: &FsError) -> Errno {
         FsError::NotPermitted(_) => Errno::EPERM,
         FsError::AccessDenied(_) => Errno::EACCES,
         FsError::BadHandle(_) => Errno::EBADF,
+        FsError::NameTooLong(_) => Errno::ENAMETOOLONG,
         FsError::NotADirectory(_) => Errno::ENOTDIR,
         FsError::IsADirectory(_) => Errno::EISDIR,
         FsError::ReadOnly => Errno::EROFS,
