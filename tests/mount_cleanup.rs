@@ -506,3 +506,31 @@ fn background_cleanup_follows_the_mount_options() {
         .as_i64()
         .is_some_and(|n| n >= 4));
 }
+
+#[test]
+fn an_old_log_whose_files_are_gone_reads_as_estale() {
+    let Some(m) = Mount::with_options(MANUAL_CLEANUP) else {
+        return;
+    };
+    m.create_topic("t", 1);
+    sh_ok(
+        &m.mnt,
+        "printf 'file.delete.delay.ms=0\\nretention.bytes=0\\n' > t/config",
+    );
+    fill_rounds(&m, "t/0", 3, 10);
+    let mut reader = fs::File::open(m.path("t/0/log")).unwrap();
+    let mut head = vec![0u8; 8];
+    reader.read_exact(&mut head).unwrap();
+    assert_eq!(head, b"t/0 r0 0");
+    command(&m, "t/0/control", "retention");
+    // The segments this handle reads were removed at once: no wrong bytes, ESTALE.
+    let mut rest = Vec::new();
+    assert_eq!(
+        errno_of("read an old generation", reader.read_to_end(&mut rest)),
+        libc::ESTALE
+    );
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // A new open reads the log as it is.
+    write_once(&m.path("t/0/append"), b"new\n").unwrap();
+    assert_eq!(read_string(&m.path("t/0/log")), "new\n");
+}

@@ -71,14 +71,26 @@ lmqfs: a Kafka-style commit log as files.
   TOPIC/P/log, log.jsonl             read: every record, one per line (tail -f works)
   TOPIC/P/from/OFFSET[.jsonl]        read: like log, from OFFSET on
   TOPIC/P/time/T                     read: first offset with timestamp >= T (ms or RFC 3339)
-  TOPIC/P/stats                      read: JSON facts about the partition
+  TOPIC/P/keys/                      ls: live keys; cat KEY: latest value;
+                                     echo v > KEY: append a keyed record (on close);
+                                     rm KEY: append a tombstone
+  TOPIC/P/stats                      read: JSON facts about the partition, last cleanup runs
   TOPIC/P/control                    write: roll | flush | retention | compact
                                             | delete-records OFFSET
   TOPIC/P/segments/                  read: the raw segment and index files
 
+Cleanup: retention deletes old segments (retention.ms, retention.bytes, delete-records);
+compaction (cleanup.policy=compact) keeps the latest record per key, offsets unchanged.
+Both run in the background and on command; a command returns when it finished.
+A compacted topic refuses records without a key (EINVAL): use keys/ or append.jsonl.
+An open log keeps its byte positions across cleanup; a new open sees the log as it is now.
+
 Examples:
   mkdir orders && echo 'hello' > orders/0/append && cat orders/0/log
   tail -f orders/0/log.jsonl | jq .value
+  mkdir users && echo cleanup.policy=compact > users/config
+  echo alice > users/0/keys/u1 && cat users/0/keys/u1 && ls users/0/keys
+  echo compact > users/0/control && cat users/0/stats
 ";
 
 /// File or directory.
