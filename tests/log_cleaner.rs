@@ -70,7 +70,15 @@ fn clean_segments_keep_the_latest_record_per_key() {
     assert_eq!(outcome.skipped, None);
     assert_eq!(outcome.records_removed, 40);
     assert!(outcome.bytes_reclaimed() > 0);
-    assert!(outcome.segments_after < outcome.segments_before);
+    // Full segments cannot be grouped (Kafka groups by the sizes before cleaning); the next
+    // run merges the shrunken ones.
+    assert!(outcome.segments_after <= outcome.segments_before);
+    let merge = log.compact(now_ms(), true, &cleaner()).unwrap();
+    assert_eq!(
+        (merge.records_removed, merge.segments_after),
+        (0, 1),
+        "{merge}"
+    );
     let after = all_records(&log);
     assert_compacted_from(&before, &after, false);
     assert_eq!(after.len(), 10, "one record per key: {:?}", triples(&after));
@@ -81,7 +89,10 @@ fn clean_segments_keep_the_latest_record_per_key() {
     // A removed offset is gone; a kept one reads back.
     assert_eq!(log.read_record(0).unwrap(), None);
     let kept = after[0].offset;
-    assert_eq!(log.read_record(kept).unwrap().unwrap().value, after[0].value);
+    assert_eq!(
+        log.read_record(kept).unwrap().unwrap().value,
+        after[0].value
+    );
 
     // The active segment takes appends as before, and a reopen sees the same log.
     log.append(&[keyed("k0", "new")]).unwrap();
@@ -118,7 +129,13 @@ fn cleaning_with_deletes_keeps_only_the_tombstone() {
     let live = log.live_keys().unwrap();
     assert_eq!(
         live,
-        vec![b"k0".to_vec(), b"k1".to_vec(), b"k2".to_vec(), b"k3".to_vec(), b"k5".to_vec()]
+        vec![
+            b"k0".to_vec(),
+            b"k1".to_vec(),
+            b"k2".to_vec(),
+            b"k3".to_vec(),
+            b"k5".to_vec()
+        ]
     );
 }
 
@@ -147,7 +164,10 @@ fn tombstones_are_dropped_only_after_delete_retention_ms() {
         Some(t0 + 10_000),
         "the first cleaning stamps the delete horizon"
     );
-    assert_eq!(decode_batch(&tombstone_batch.bytes).unwrap().records[0].value, None);
+    assert_eq!(
+        decode_batch(&tombstone_batch.bytes).unwrap().records[0].value,
+        None
+    );
 
     // Before the horizon the tombstone stays, even when forced.
     let early = log.compact(t0 + 9_999, true, &cleaner()).unwrap();
@@ -160,7 +180,10 @@ fn tombstones_are_dropped_only_after_delete_retention_ms() {
     assert_eq!(late.skipped, None, "{late}");
     assert_eq!(late.tombstones_removed, 1);
     let after = all_records(&log);
-    assert_eq!(triples(&after), vec![(1, Some(b"b".to_vec()), Some(b"1".to_vec()))]);
+    assert_eq!(
+        triples(&after),
+        vec![(1, Some(b"b".to_vec()), Some(b"1".to_vec()))]
+    );
     assert_eq!(log.read_record(2).unwrap(), None);
 }
 
@@ -206,6 +229,8 @@ fn segments_with_sparse_offsets_are_grouped_and_still_indexed() {
     roll_all(&log);
     let segments_before = log.segment_count();
     log.compact(now_ms(), true, &cleaner()).unwrap();
+    // The second run groups the segments the first one shrank.
+    log.compact(now_ms(), true, &cleaner()).unwrap();
     let after = all_records(&log);
     assert_eq!(after.len(), 20);
     assert!(
@@ -243,14 +268,15 @@ fn segments_with_sparse_offsets_are_grouped_and_still_indexed() {
 fn cleaning_goes_on_beyond_missing_offsets() {
     let dir = tempdir().unwrap();
     let log = open(dir.path(), compacted(1024));
-    write_rounds(&log, 5, 4);
+    for (key, value) in [("a", "1"), ("b", "1"), ("a", "2"), ("c", "1"), ("a", "3")] {
+        log.append(&[keyed(key, value)]).unwrap();
+    }
     roll_all(&log);
     log.compact(now_ms(), true, &cleaner()).unwrap();
+    let kept: Vec<i64> = all_records(&log).iter().map(|r| r.offset).collect();
+    assert_eq!(kept, vec![1, 3, 4]);
     // The log start moves into a gap left by compaction.
-    let after_first = all_records(&log);
-    let gap = (0..log.log_end_offset())
-        .find(|o| !after_first.iter().any(|r| r.offset == *o) && *o > after_first[0].offset)
-        .expect("compaction left a gap");
+    let gap = 2;
     log.delete_records(gap).unwrap();
     write_rounds(&log, 7, 2);
     roll_all(&log);
@@ -259,7 +285,7 @@ fn cleaning_goes_on_beyond_missing_offsets() {
     log.compact(now_ms(), true, &cleaner()).unwrap();
     let after = all_records(&log);
     assert_compacted_from(&before, &after, false);
-    assert_eq!(after.len(), 7);
+    assert_eq!(after.len(), 9, "a, c and k0..k6: {:?}", triples(&after));
     assert!(after.iter().all(|r| r.offset >= gap));
 }
 
@@ -385,7 +411,11 @@ fn compaction_refuses_a_delete_only_log_and_keyless_appends_are_refused_when_com
         log.append(&[keyed("a", "1"), NewRecord::value("no key")]),
         Err(EngineError::InvalidArgument(_))
     ));
-    assert_eq!(log.log_end_offset(), end, "nothing of the refused append was written");
+    assert_eq!(
+        log.log_end_offset(),
+        end,
+        "nothing of the refused append was written"
+    );
 }
 
 /// The same writes in `dir`: three closed segments that clean as one group, plus an active one.

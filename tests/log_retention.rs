@@ -115,7 +115,11 @@ fn delete_records_then_retention_frees_the_space() {
     let size_before = log.size_bytes();
     // Offset 12 is inside the third segment: only the first two lie wholly below it.
     log.delete_records(12).unwrap();
-    assert_eq!(log.size_bytes(), size_before, "delete-records alone frees nothing");
+    assert_eq!(
+        log.size_bytes(),
+        size_before,
+        "delete-records alone frees nothing"
+    );
     let outcome = log.run_retention(now_ms()).unwrap();
     assert_eq!(outcome.segments_deleted, 2);
     assert_eq!(outcome.records_removed, 10);
@@ -158,7 +162,10 @@ fn deleted_segments_stay_readable_for_the_old_generation_until_the_delay() {
         10
     );
     // The current generation does not see them.
-    assert_eq!(log.read_batches(0, 1 << 20).unwrap()[0].header.base_offset, 15);
+    assert_eq!(
+        log.read_batches(0, 1 << 20).unwrap()[0].header.base_offset,
+        15
+    );
     // Not yet due; then due.
     assert_eq!(log.delete_expired_files(now + 29_999).unwrap(), 0);
     assert_eq!(log.delete_expired_files(now + 30_000).unwrap(), 3);
@@ -183,7 +190,11 @@ fn leftover_deleted_files_are_removed_at_startup() {
     let log = open(dir.path(), config.clone());
     fill(&log, 2, 3, now - 100_000);
     log.run_retention(now).unwrap();
-    assert_eq!(files_ending(dir.path(), ".deleted"), 6, "three files per segment");
+    assert_eq!(
+        files_ending(dir.path(), ".deleted"),
+        6,
+        "three files per segment"
+    );
     drop(log); // a crash: nothing removed them
     let log = open(dir.path(), config.clone());
     assert_eq!(files_ending(dir.path(), ".deleted"), 0);

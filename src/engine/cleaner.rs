@@ -151,7 +151,11 @@ impl CleanerCheckpoint {
     pub fn write(&self, dir: &Path) -> Result<()> {
         write_atomically(
             &dir.join(CLEANER_CHECKPOINT_FILE),
-            format!("version=1\nfirst_dirty_offset={}\n", self.first_dirty_offset).as_bytes(),
+            format!(
+                "version=1\nfirst_dirty_offset={}\n",
+                self.first_dirty_offset
+            )
+            .as_bytes(),
         )
     }
 }
@@ -316,17 +320,21 @@ pub(crate) fn clean(
         ..CompactionOutcome::default()
     };
     if segments.is_empty() {
-        return Ok(skipped("no closed segments (the active segment is never cleaned)".into()));
+        return Ok(skipped(
+            "no closed segments (the active segment is never cleaned)".into(),
+        ));
     }
     if dirty_bytes == 0 && !force && !horizon_due {
-        return Ok(skipped(if first_uncleanable < snapshot.active_base_offset {
-            format!(
-                "the dirty records are within min.compaction.lag.ms={}",
-                config.min_compaction_lag_ms
-            )
-        } else {
-            "no dirty records".into()
-        }));
+        return Ok(skipped(
+            if first_uncleanable < snapshot.active_base_offset {
+                format!(
+                    "the dirty records are within min.compaction.lag.ms={}",
+                    config.min_compaction_lag_ms
+                )
+            } else {
+                "no dirty records".into()
+            },
+        ));
     }
     if !force && !horizon_due && dirty_ratio <= config.min_cleanable_dirty_ratio {
         return Ok(skipped(format!(
@@ -359,9 +367,10 @@ pub(crate) fn clean(
         if log.is_closed() {
             return Err(EngineError::Closed);
         }
-        let Some((cleaned, stats)) =
-            clean_group(&snapshot.dir, &group, &map, map_end, now_ms, config, params)?
-        else {
+        let (cleaned, stats) =
+            clean_group(&snapshot.dir, &group, &map, map_end, now_ms, config, params)?;
+        next_horizon = min_option(next_horizon, stats.next_tombstone_horizon_ms);
+        let Some(cleaned) = cleaned else {
             continue;
         };
         let bases: Vec<i64> = group.iter().map(|s| s.base_offset).collect();
@@ -372,11 +381,8 @@ pub(crate) fn clean(
         outcome.bytes_after += stats.bytes_after;
         outcome.records_removed += stats.records_removed;
         outcome.tombstones_removed += stats.tombstones_removed;
-        next_horizon = min_option(next_horizon, stats.next_tombstone_horizon_ms);
         log.swap_cleaned(&bases, end, cleaned, now_ms)?;
     }
-    // Tombstones in groups left unchanged keep their horizons: look again when the earliest
-    // of those passes (they were counted while scanning).
     outcome.duration_ms = started.elapsed().as_millis() as u64;
     info!(
         "{}: compaction: {outcome} (dirty ratio {dirty_ratio:.3}, cleaned up to offset {map_end})",
@@ -414,7 +420,10 @@ fn build_offset_map(
                 continue;
             }
             if header.base_offset >= first_uncleanable {
-                return Ok((map_end.max(first_uncleanable.min(header.base_offset)), indexed_bytes));
+                return Ok((
+                    map_end.max(first_uncleanable.min(header.base_offset)),
+                    indexed_bytes,
+                ));
             }
             let batch = record::decode_batch(&bytes)?;
             // Stop before a batch whose keys might not all fit, at a batch boundary.
@@ -477,8 +486,9 @@ fn group_segments<'a>(
     groups
 }
 
-/// Writes the cleaned copy of `group` as a `.cleaned` segment. `None` when cleaning would
-/// change nothing (the copy is removed).
+/// Writes the cleaned copy of `group` as a `.cleaned` segment. No copy when cleaning would
+/// change nothing: no record removed, no horizon stamped, a single segment (several are
+/// merged into one even when nothing else changes).
 fn clean_group(
     dir: &Path,
     group: &[&SegmentFacts],
@@ -487,19 +497,19 @@ fn clean_group(
     now_ms: i64,
     config: &LogConfig,
     params: SegmentParams,
-) -> Result<Option<(LogSegment, GroupStats)>> {
+) -> Result<(Option<LogSegment>, GroupStats)> {
     let base = group[0].base_offset;
     let mut cleaned = LogSegment::create_with_suffix(dir, base, params, CLEANED_SUFFIX)?;
     let result = write_cleaned(&mut cleaned, group, map, map_end, now_ms, config);
     match result {
-        Ok((stats, true)) => {
+        Ok((stats, changed)) if changed || group.len() > 1 => {
             cleaned.close_active()?;
             cleaned.flush()?;
-            Ok(Some((cleaned, stats)))
+            Ok((Some(cleaned), stats))
         }
-        Ok((_, false)) => {
+        Ok((stats, _)) => {
             cleaned.delete()?;
-            Ok(None)
+            Ok((None, stats))
         }
         Err(e) => {
             if let Err(undo) = cleaned.delete() {
@@ -662,7 +672,10 @@ pub(crate) fn recover_interrupted_swap(dir: &Path) -> Result<()> {
             return SwapMarker::remove(dir);
         }
     };
-    let swap_log = suffixed(segment_file(dir, marker.base_offset, LOG_SUFFIX), SWAP_SUFFIX);
+    let swap_log = suffixed(
+        segment_file(dir, marker.base_offset, LOG_SUFFIX),
+        SWAP_SUFFIX,
+    );
     if swap_log.exists() {
         info!(
             "{}: completing an interrupted compaction swap of offsets [{}, {})",

@@ -167,8 +167,7 @@ impl Log {
             // The key snapshot is a prefix state of the log it was written for; after an
             // unclean stop the log may have lost its tail, so the index is rebuilt.
             KeyIndex::remove_snapshot(dir)?;
-        } else if KeyIndex::snapshot_next_offset(dir).is_some_and(|n| n > loaded.log_end_offset)
-        {
+        } else if KeyIndex::snapshot_next_offset(dir).is_some_and(|n| n > loaded.log_end_offset) {
             warn!(
                 "{}: key snapshot is ahead of the log end {}; it will be rebuilt",
                 dir.display(),
@@ -641,13 +640,18 @@ impl Log {
         // Counted without the lock: closed segments do not change while `cleanup` is held.
         let mut records_removed = 0u64;
         for segment in &doomed {
-            records_removed += super::segment::count_records(&segment.log_path, segment.size_bytes)?;
+            records_removed +=
+                super::segment::count_records(&segment.log_path, segment.size_bytes)?;
         }
         let mut inner = self.lock_open()?;
         if !doomed.is_empty() {
             let bases: Vec<i64> = doomed.iter().map(|s| s.base_offset).collect();
             inner.retire(&self.dir, &bases, now_ms)?;
-            let first_base = *inner.segments.keys().next().expect("the active segment stays");
+            let first_base = *inner
+                .segments
+                .keys()
+                .next()
+                .expect("the active segment stays");
             inner.log_start_offset = inner.log_start_offset.max(first_base);
             inner.first_dirty_offset = inner.first_dirty_offset.max(inner.log_start_offset);
             let log_start_offset = inner.log_start_offset;

@@ -1124,7 +1124,9 @@ fn clean_periodically(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
             }
             let report = |what: &str, e: EngineError| {
                 if !matches!(e, EngineError::Closed) {
-                    log::error!("background {what} of partition {partition} of topic {topic:?}: {e}");
+                    log::error!(
+                        "background {what} of partition {partition} of topic {topic:?}: {e}"
+                    );
                 }
             };
             if let Err(e) = log.delete_expired_files(now) {

@@ -119,7 +119,10 @@ impl LogSegment {
             .open(&path)
             .at(&path)?;
         for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            remove_if_exists(&suffixed(segment_file(dir, base_offset, suffix), file_suffix))?;
+            remove_if_exists(&suffixed(
+                segment_file(dir, base_offset, suffix),
+                file_suffix,
+            ))?;
         }
         let mut segment = LogSegment::from_file(dir, base_offset, file, 0, params);
         segment.file_suffix = file_suffix.to_string();
