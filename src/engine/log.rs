@@ -62,7 +62,9 @@ pub struct LogStats {
     pub size_bytes: u64,
     pub segment_count: usize,
     pub last_roll: Option<RollOutcome>,
+    /// The last retention run that deleted segments.
     pub last_retention: Option<RetentionOutcome>,
+    /// The last compaction run that cleaned (was not skipped).
     pub last_compaction: Option<CompactionOutcome>,
     /// The cleaner checkpoint: offsets below it have been compacted.
     pub first_dirty_offset: i64,
@@ -672,7 +674,9 @@ impl Log {
         if !doomed.is_empty() {
             info!("{}: retention: {outcome}", self.dir.display());
         }
-        inner.last_retention = Some(outcome.clone());
+        if outcome.segments_deleted > 0 {
+            inner.last_retention = Some(outcome.clone());
+        }
         inner.delete_expired(now_ms)?;
         Ok(outcome)
     }
@@ -689,12 +693,18 @@ impl Log {
     ) -> Result<CompactionOutcome> {
         let _cleanup = lock_unpoisoned(&self.cleanup);
         let result = cleaner::clean(self, now_ms, force, cleaner);
-        if let Err(e) = &result {
-            error!("{}: compaction failed: {e}", self.dir.display());
+        match &result {
+            Err(EngineError::Closed) => {
+                info!("{}: compaction stopped: log closed", self.dir.display())
+            }
+            Err(e) => error!("{}: compaction failed: {e}", self.dir.display()),
+            Ok(_) => {}
         }
         let mut inner = self.lock();
         if let Ok(outcome) = &result {
-            inner.last_compaction = Some(outcome.clone());
+            if outcome.skipped.is_none() {
+                inner.last_compaction = Some(outcome.clone());
+            }
         }
         inner.delete_expired(now_ms)?;
         result
