@@ -535,7 +535,7 @@ fn kafka_protocol_reads_every_segment_compaction_writes() {
                     // Some tombstones, which get a delete horizon in their batch.
                     value: (k != 5).then(|| format!("value {round}/{k}").into_bytes()),
                     headers: vec![header("h", Some(b"v"))],
-                    timestamp: Some(1_700_000_000_000 + round * 100 + k as i64),
+                    timestamp: Some(1_700_000_000_000 + round * 100 + k),
                 })
                 .collect();
             log.append(&batch).unwrap();
