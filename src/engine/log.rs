@@ -1,4 +1,19 @@
 //! The partition log: an ordered list of segments, the last of which is active.
+//!
+//! A partition directory holds, besides the segments:
+//! - `lmqfs-checkpoint`: recovery point and log start offset ([`super::checkpoint`]);
+//! - `.lmqfs-clean-shutdown`: present only after a clean close;
+//! - `lmqfs-cleaner-checkpoint`: the first offset compaction has not seen
+//!   ([`super::cleaner`]), and `lmqfs-cleaner-swap` while a compaction swap is in flight;
+//! - `lmqfs-keys-snapshot`: the key index as of the last clean close ([`super::keys`]);
+//! - `*.deleted`: segments retention or compaction removed, kept for `file.delete.delay.ms`.
+//!
+//! Cleanup and readers: retention and compaction never rewrite a segment in place; they take
+//! segments out of the list (retired, renamed `.deleted`, still open) and put compacted copies
+//! in. Each such change, and each `delete_records`, starts a new *view generation*. A reader
+//! that started in an older generation (an open `log` file) asks [`Log::read_batches_at`] and
+//! gets the segments of its generation: retired ones while their files are kept, none of the
+//! copies written after it. New readers get the current generation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
