@@ -219,3 +219,28 @@ fn appends_and_reads_go_on_while_compaction_runs() {
     );
     assert_eq!(live(&log).len(), 101);
 }
+
+#[test]
+fn a_snapshot_older_than_a_dropped_tombstone_is_not_trusted() {
+    let dir = tempdir().unwrap();
+    let config = LogConfig {
+        delete_retention_ms: 0,
+        ..compacted(1 << 20)
+    };
+    let log = open(dir.path(), config.clone());
+    log.append(&[keyed("gone", "1"), keyed("kept", "1")])
+        .unwrap();
+    assert_eq!(live(&log), vec!["gone", "kept"]);
+    log.close().unwrap(); // snapshot: "gone" is live at offset 0
+    let log = open(dir.path(), config);
+    log.append(&[tombstone("gone")]).unwrap(); // the index is not loaded: it does not see this
+    log.roll().unwrap();
+    let now = now_ms();
+    log.compact(now, true, &CleanerConfig::default()).unwrap();
+    let second = log
+        .compact(now + 1, true, &CleanerConfig::default())
+        .unwrap();
+    assert_eq!(second.tombstones_removed, 1, "{second}");
+    assert_eq!(live(&log), vec!["kept"]);
+    assert_eq!(value_of(&log, "gone"), None);
+}

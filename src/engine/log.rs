@@ -903,6 +903,12 @@ impl Log {
     ) -> Result<()> {
         let mut inner = self.lock_open()?;
         inner.next_tombstone_horizon_ms = next_tombstone_horizon_ms;
+        if outcome.tombstones_removed > 0 && inner.keys.is_none() {
+            // A snapshot older than a dropped tombstone would bring its key back to life: the
+            // next use rebuilds the index from the log instead. (A loaded index saw the
+            // tombstone when it was appended.)
+            KeyIndex::remove_snapshot(&self.dir)?;
+        }
         let first_dirty_offset = outcome
             .first_dirty_offset
             .clamp(inner.log_start_offset, inner.log_end_offset);
