@@ -1475,6 +1475,64 @@ mod semantics_tests {
     }
 
     #[test]
+    fn keys_files_append_on_close_and_tombstone_on_unlink() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("kv")).unwrap();
+        f.write("kv/config", b"cleanup.policy=compact\n").unwrap();
+        let keys = f.ino("kv/0/keys").unwrap();
+        let (entry, opened) =
+            f.fs.create(keys, OsStr::new("k"), AccessMode::Write)
+                .unwrap();
+        let ino = entry.attr.ino;
+        assert_eq!(entry.attr.perm, 0o644);
+        f.fs.flush(ino, opened.fh).unwrap();
+        assert!(
+            matches!(f.ino("kv/0/keys/k"), Err(FsError::NotFound(_))),
+            "not yet"
+        );
+        f.fs.write(ino, opened.fh, 0, b"value").unwrap();
+        f.fs.flush(ino, opened.fh).unwrap();
+        f.fs.release(ino, opened.fh).unwrap();
+        assert_eq!(f.read("kv/0/keys/k").unwrap(), b"value");
+        assert_eq!(f.read("kv/0/log").unwrap(), b"value\n", "one record");
+        let names: Vec<String> =
+            f.fs.readdir(keys)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+        assert_eq!(names, [".", "..", "k"]);
+        f.fs.unlink(keys, OsStr::new("k"), NOBODY).unwrap();
+        assert!(matches!(f.ino("kv/0/keys/k"), Err(FsError::NotFound(_))));
+        assert!(matches!(
+            f.fs.create(f.ino("kv/0").unwrap(), OsStr::new("x"), AccessMode::Write),
+            Err(FsError::NotPermitted(_))
+        ));
+    }
+
+    #[test]
+    fn compact_is_einval_on_a_partition_and_skipped_on_a_topic_without_compact() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        assert!(matches!(
+            f.write("t/0/control", b"compact\n"),
+            Err(FsError::Engine(EngineError::InvalidArgument(_)))
+        ));
+        f.write("t/control", b"compact\n").unwrap();
+        let shown = String::from_utf8(f.read("t/control").unwrap()).unwrap();
+        assert!(
+            shown.contains("t: skipped (cleanup.policy=delete)"),
+            "{shown}"
+        );
+        f.write("control", b"retention\n").unwrap();
+        let shown = String::from_utf8(f.read("control").unwrap()).unwrap();
+        assert!(
+            shown.contains("t/0: 0 segments deleted") && shown.contains("t/1: "),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn rmdir_deletes_a_topic_and_its_names() {
         let f = fixture();
         f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
