@@ -62,6 +62,7 @@ pub fn errno(error: &FsError) -> Errno {
             EngineError::DataDirLocked { .. } => Errno::EBUSY,
             // The daemon is shutting down.
             EngineError::Closed => Errno::ESHUTDOWN,
+            EngineError::Unsupported(_) => Errno::EOPNOTSUPP,
         },
     }
 }
