@@ -123,4 +123,13 @@ pub trait Partition: Send + Sync {
 
     /// The latest record of `key`, `None` when the key is not live.
     fn latest_for_key(&self, key: &[u8]) -> Result<Option<Record>>;
+
+    /// OffsetCommit: stores `offset` as `group`'s committed offset of this partition.
+    fn commit_offset(&self, group: &str, offset: i64) -> Result<()>;
+
+    /// OffsetFetch: `group`'s committed offset of this partition, `None` if it never committed.
+    fn committed_offset(&self, group: &str) -> Result<Option<i64>>;
+
+    /// The groups that committed an offset of this partition, sorted.
+    fn groups(&self) -> Result<Vec<String>>;
 }
