@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use log::{info, warn};
 
-use crate::engine::{now_ms, EngineError, LogConfig};
 use crate::fs::control::{self, Command, Outcome};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::filesystem::{lock, LmqFs};
 use crate::fs::node::{Node, PartitionFile, PartitionId, TopicFile};
+use crate::storage::{now_ms, LogConfig, StorageError};
 
 /// What a command did, partition by partition.
 #[derive(Debug, Default)]
@@ -54,11 +54,11 @@ impl LmqFs {
             Node::TopicFile(t, TopicFile::Config) => {
                 let text = std::str::from_utf8(data)
                     .map_err(|_| FsError::invalid("config must be UTF-8 key=value lines"))?;
-                let pairs = LogConfig::parse_properties(text).map_err(EngineError::from)?;
+                let pairs = LogConfig::parse_properties(text).map_err(StorageError::from)?;
                 if pairs.is_empty() {
                     return Ok(());
                 }
-                self.manager().alter_topic_config(t, &pairs)?;
+                self.storage().alter_config(t, &pairs)?;
                 info!("topic {t:?}: config changed: {pairs:?}");
                 Ok(())
             }
@@ -71,7 +71,7 @@ impl LmqFs {
                 })?;
                 let current = self.topic_exists(t)?;
                 if requested != current {
-                    self.manager().set_partition_count(t, requested)?;
+                    self.storage().create_partitions(t, requested)?;
                     info!("topic {t:?}: partitions {current} -> {requested}");
                 }
                 Ok(())
@@ -119,12 +119,12 @@ impl LmqFs {
             Node::RootControl => match command {
                 // One call: the manager flushes every partition of every topic.
                 Command::Flush => {
-                    if let Err(e) = self.manager().flush_all() {
+                    if let Err(e) = self.storage().flush_all() {
                         report.record("all topics", Err(e.into()));
                     }
                 }
                 _ => {
-                    for topic in self.manager().topics() {
+                    for topic in self.storage().topics() {
                         self.run_on_topic(&Arc::from(topic.as_str()), command, &mut report);
                     }
                     if report.lines.is_empty() {
@@ -163,7 +163,7 @@ impl LmqFs {
             Err(e) => return report.record(topic, Err(e)),
         };
         if command == Command::Compact {
-            match self.manager().topic_config(topic) {
+            match self.storage().describe_config(topic) {
                 Ok(config) if !config.cleanup_policy.compact => {
                     let policy = config.get("cleanup.policy").unwrap_or_default();
                     report
@@ -198,10 +198,10 @@ impl LmqFs {
             }
             Command::Flush => {
                 log.flush()?;
-                Ok(format!("recovery point {}", log.recovery_point()))
+                Ok(format!("recovery point {}", log.flush()?))
             }
-            Command::Retention => Ok(self.manager().retention(&p.topic, p.partition)?.to_string()),
-            Command::Compact => Ok(self.manager().compact(&p.topic, p.partition)?.to_string()),
+            Command::Retention => Ok(self.partition_log(p)?.retention()?.to_string()),
+            Command::Compact => Ok(self.partition_log(p)?.compact()?.to_string()),
             Command::DeleteRecords(offset) => {
                 let start = log.delete_records(offset)?;
                 Ok(format!("log start offset {start}"))

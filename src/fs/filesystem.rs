@@ -5,7 +5,7 @@
 //!
 //! Caching decisions (the adapter passes them on to the kernel):
 //! - Every file is opened `direct_io` ([`CachePolicy::DirectIo`]): each `read()` reaches us and
-//!   is answered from the log as it is now, and writes to `append` go straight to the engine.
+//!   is answered from the log as it is now, and writes to `append` go straight to storage.
 //!   Views (`log`, `log.jsonl`, `from/*`) were first page-cached per generation inode (their
 //!   bytes below a size never change), but with concurrent readers of a growing view the
 //!   kernel can keep a page that a short read at the old end-of-file zero-filled while it
@@ -20,7 +20,7 @@
 //!   (mkdir, rmdir) invalidate the kernel's entries themselves.
 //!
 //! Lock order: `inodes`, `handles`, `views` and `outcomes` are leaf locks: none is held while
-//! taking another or while calling into the engine, except `views` around creating a map
+//! taking another or while calling into storage, except `views` around creating a map
 //! (which does no I/O) and a handle's own `pending` mutex around its append.
 
 use std::collections::HashMap;
@@ -32,7 +32,6 @@ use std::time::{Duration, SystemTime};
 
 use log::{debug, info};
 
-use crate::engine::{EngineError, Log, LogManager};
 use crate::fs::append::{AppendFormat, PendingLine};
 use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
@@ -47,6 +46,7 @@ use crate::fs::node::{
 use crate::fs::stats::stats_json;
 use crate::fs::time::parse_timestamp_ms;
 use crate::fs::view::{Cursor, ViewMap};
+use crate::storage::{Partition, Storage, StorageError};
 
 /// Attribute and entry lifetime of directories.
 pub const DIR_TTL: Duration = Duration::from_secs(1);
@@ -199,7 +199,7 @@ pub(super) enum Handle {
     },
     Append {
         partition: PartitionId,
-        log: Arc<Log>,
+        log: Arc<dyn Partition>,
         format: AppendFormat,
         pending: Mutex<PendingLine>,
     },
@@ -216,16 +216,17 @@ pub(super) enum Handle {
     /// `keys/<key>`: see [`crate::fs::keys`].
     Key {
         partition: PartitionId,
-        log: Arc<Log>,
+        log: Arc<dyn Partition>,
         key: Arc<str>,
         writable: bool,
         buffer: Mutex<KeyBuffer>,
     },
 }
 
-/// The filesystem semantics over a [`LogManager`]. Shareable across threads.
+/// The filesystem semantics over a [`Storage`] (the embedded engine, or a cluster).
+/// Shareable across threads.
 pub struct LmqFs {
-    manager: Arc<LogManager>,
+    storage: Arc<dyn Storage>,
     options: FsOptions,
     started: SystemTime,
     pub(super) inodes: Mutex<InodeTable>,
@@ -247,9 +248,9 @@ fn name_str(name: &OsStr) -> FsResult<&str> {
 }
 
 impl LmqFs {
-    pub fn new(manager: Arc<LogManager>, options: FsOptions) -> LmqFs {
+    pub fn new(storage: Arc<dyn Storage>, options: FsOptions) -> LmqFs {
         LmqFs {
-            manager,
+            storage,
             options,
             started: SystemTime::now(),
             inodes: Mutex::new(InodeTable::new()),
@@ -260,8 +261,8 @@ impl LmqFs {
         }
     }
 
-    pub fn manager(&self) -> &Arc<LogManager> {
-        &self.manager
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     fn node(&self, ino: u64) -> FsResult<Node> {
@@ -289,19 +290,19 @@ impl LmqFs {
     // ----- resolving names -------------------------------------------------------------
 
     pub(super) fn topic_exists(&self, topic: &str) -> FsResult<u32> {
-        match self.manager.partition_count(topic) {
+        match self.storage.partition_count(topic) {
             Ok(n) => Ok(n),
-            Err(EngineError::UnknownTopic(_)) => {
+            Err(StorageError::UnknownTopic(_)) => {
                 Err(FsError::not_found(format!("topic {topic:?}")))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    pub(super) fn partition_log(&self, p: &PartitionId) -> FsResult<Arc<Log>> {
-        match self.manager.log(&p.topic, p.partition) {
+    pub(super) fn partition_log(&self, p: &PartitionId) -> FsResult<Arc<dyn Partition>> {
+        match self.storage.partition(&p.topic, p.partition) {
             Ok(log) => Ok(log),
-            Err(EngineError::UnknownTopic(_) | EngineError::UnknownPartition { .. }) => {
+            Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {
                 Err(FsError::not_found(format!("partition {p}")))
             }
             Err(e) => Err(e.into()),
@@ -325,14 +326,14 @@ impl LmqFs {
         }
     }
 
-    fn read_record(&self, p: &PartitionId, offset: i64) -> FsResult<crate::engine::Record> {
+    fn read_record(&self, p: &PartitionId, offset: i64) -> FsResult<crate::storage::Record> {
         let log = self.partition_log(p)?;
         match log.read_record(offset) {
             Ok(Some(record)) => Ok(record),
             Ok(None) => Err(FsError::not_found(format!(
                 "offset {offset} of {p}: removed by compaction"
             ))),
-            Err(EngineError::OffsetOutOfRange {
+            Err(StorageError::OffsetOutOfRange {
                 log_start_offset,
                 log_end_offset,
                 ..
@@ -370,7 +371,7 @@ impl LmqFs {
                 node::README => Ok(Node::Readme),
                 node::CONTROL => Ok(Node::RootControl),
                 _ => {
-                    if LogManager::validate_topic_name(name).is_err() {
+                    if self.storage.validate_topic_name(name).is_err() {
                         return Err(missing());
                     }
                     self.topic_exists(name)?;
@@ -395,7 +396,7 @@ impl LmqFs {
                 Ok(match entry {
                     PartitionEntry::File(f) => Node::PartitionFile(p.clone(), f),
                     PartitionEntry::Dir(d) => Node::PartitionDir(p.clone(), d),
-                    PartitionEntry::View(kind) => Self::current_view(p, kind, None, &log),
+                    PartitionEntry::View(kind) => Self::current_view(p, kind, None, &*log),
                     PartitionEntry::Record(offset, format) => {
                         self.read_record(p, offset)?;
                         Node::Record(p.clone(), offset, format)
@@ -405,7 +406,7 @@ impl LmqFs {
             Node::PartitionDir(p, PartitionDir::From) => {
                 let (offset, kind) = parse_from_entry(name).ok_or_else(missing)?;
                 let log = self.partition_log(p)?;
-                let view = Self::current_view(p, kind, Some(offset), &log);
+                let view = Self::current_view(p, kind, Some(offset), &*log);
                 let start = match &view {
                     Node::View(v) => v.start_offset,
                     _ => unreachable!("current_view makes a view"),
@@ -437,7 +438,12 @@ impl LmqFs {
     }
 
     /// The view node of `kind` (from `from`, if given) at the log's current view generation.
-    fn current_view(p: &PartitionId, kind: ViewKind, from: Option<i64>, log: &Log) -> Node {
+    fn current_view(
+        p: &PartitionId,
+        kind: ViewKind,
+        from: Option<i64>,
+        log: &dyn Partition,
+    ) -> Node {
         let generation = log.view_generation();
         Node::View(ViewId {
             partition: p.clone(),
@@ -468,7 +474,7 @@ impl LmqFs {
         views.retain(|k, _| {
             !(k.partition == key.partition && k.kind == key.kind && k.generation < key.generation)
         });
-        let generation = crate::engine::ViewGeneration {
+        let generation = crate::storage::ViewGeneration {
             generation: view.generation,
             log_start_offset: view.start_offset,
         };
@@ -486,7 +492,7 @@ impl LmqFs {
     }
 
     fn config_text(&self, topic: &str) -> FsResult<String> {
-        Ok(self.manager.topic_config(topic)?.to_properties())
+        Ok(self.storage.describe_config(topic)?.to_properties())
     }
 
     fn stats_text(&self, p: &PartitionId) -> FsResult<String> {
@@ -540,7 +546,7 @@ impl LmqFs {
                 record_json_line(&self.read_record(p, *offset)?)
             }
             Node::Time(p, ms) => {
-                let offset = self.partition_log(p)?.offset_for_timestamp(*ms)?;
+                let offset = self.partition_log(p)?.list_offsets(*ms)?;
                 format!("{offset}\n").into_bytes()
             }
             Node::Key(p, key) => self.key_value(p, key)?,
@@ -581,7 +587,7 @@ impl LmqFs {
             mtime: self.started,
         };
         let attr = match node {
-            Node::Root => dir(2 + self.manager.topics().len() as u32),
+            Node::Root => dir(2 + self.storage.topics().len() as u32),
             Node::Topic(t) => dir(2 + self.topic_exists(t)?),
             Node::Partition(p) => {
                 self.partition_log(p)?;
@@ -713,7 +719,7 @@ impl LmqFs {
             Node::Root => {
                 children.push((Node::Readme, node::README.into()));
                 children.push((Node::RootControl, node::CONTROL.into()));
-                for topic in self.manager.topics() {
+                for topic in self.storage.topics() {
                     children.push((Node::Topic(Arc::from(topic.as_str())), topic));
                 }
             }
@@ -742,7 +748,7 @@ impl LmqFs {
                     (ViewKind::Log, node::LOG),
                     (ViewKind::Jsonl, node::LOG_JSONL),
                 ] {
-                    children.push((Self::current_view(p, kind, None, &log), name.into()));
+                    children.push((Self::current_view(p, kind, None, &*log), name.into()));
                 }
                 for d in [PartitionDir::From, PartitionDir::Time, PartitionDir::Keys] {
                     children.push((
@@ -1005,7 +1011,7 @@ impl LmqFs {
                     let limit = log.config().max_message_bytes as usize;
                     if pending.len() + data.len() > limit {
                         pending.clear();
-                        return Err(EngineError::RecordTooLarge {
+                        return Err(StorageError::RecordTooLarge {
                             size: pending.len() + data.len(),
                             max_message_bytes: limit,
                         }
@@ -1095,7 +1101,7 @@ impl LmqFs {
         self.check_writable_mount()?;
         let name = std::str::from_utf8(name.as_bytes())
             .map_err(|_| FsError::invalid("topic names are ASCII [A-Za-z0-9._-]"))?;
-        self.manager.create_topic(name, None, &[])?;
+        self.storage.create_topic(name, None, &[])?;
         info!("created topic {name:?}");
         let node = Node::Topic(Arc::from(name));
         let mut inodes = lock(&self.inodes);
@@ -1119,7 +1125,7 @@ impl LmqFs {
         match &node {
             Node::Topic(t) => {
                 self.check_writable_mount()?;
-                self.manager.delete_topic(t)?;
+                self.storage.delete_topic(t)?;
                 self.forget_topic_state(t);
                 info!("deleted topic {t:?}");
                 Ok(())
@@ -1211,7 +1217,7 @@ impl LmqFs {
 
     /// Flushes every log (used before shutdown).
     pub fn flush_all(&self) -> FsResult<()> {
-        self.manager.flush_all().map_err(FsError::from)
+        self.storage.flush_all().map_err(FsError::from)
     }
 }
 
@@ -1279,7 +1285,7 @@ mod tests {
 #[cfg(test)]
 mod semantics_tests {
     use super::*;
-    use crate::engine::LogConfig;
+    use crate::engine::{LogConfig, LogManager};
     use std::ffi::OsStr;
 
     struct Fixture {
@@ -1372,7 +1378,7 @@ mod semantics_tests {
         let f = fixture();
         assert!(matches!(
             f.fs.mkdir(ROOT_INO, OsStr::new("bad name")),
-            Err(FsError::Engine(EngineError::InvalidTopicName { .. }))
+            Err(FsError::Storage(StorageError::InvalidTopicName { .. }))
         ));
         f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
         f.write("t/0/append", b"keep\n").unwrap();
@@ -1388,7 +1394,7 @@ mod semantics_tests {
             .unwrap_err();
         assert!(matches!(
             e,
-            FsError::Engine(EngineError::RecordTooLarge { .. })
+            FsError::Storage(StorageError::RecordTooLarge { .. })
         ));
         assert_eq!(f.read("t/0/log").unwrap(), before);
         for (path, data) in [
@@ -1401,7 +1407,7 @@ mod semantics_tests {
             assert!(
                 matches!(
                     f.write(path, data),
-                    Err(FsError::InvalidInput(_) | FsError::Engine(_))
+                    Err(FsError::InvalidInput(_) | FsError::Storage(_))
                 ),
                 "{path} {data:?}"
             );
@@ -1516,7 +1522,7 @@ mod semantics_tests {
         f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
         assert!(matches!(
             f.write("t/0/control", b"compact\n"),
-            Err(FsError::Engine(EngineError::InvalidArgument(_)))
+            Err(FsError::Storage(StorageError::InvalidArgument(_)))
         ));
         f.write("t/control", b"compact\n").unwrap();
         let shown = String::from_utf8(f.read("t/control").unwrap()).unwrap();

@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 
 use log::{debug, info};
 
-use crate::engine::{EngineError, Log, NewRecord};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::filesystem::{lock, AccessMode, Entry, Handle, LmqFs, Opened};
 use crate::fs::node::{is_key_file_name, Node, PartitionDir, PartitionId, MAX_FILE_NAME_BYTES};
+use crate::storage::{NewRecord, Partition, StorageError};
 
 /// Bytes a single-record batch adds to its key and value, at most: the v2 batch header (61)
 /// plus the record's framing (length, attributes, timestamp and offset deltas, key and value
@@ -91,7 +91,7 @@ impl KeyBuffer {
         let new_len = end.max(self.content.len());
         if self.failed || new_len > max_value_bytes {
             self.failed = true;
-            return Err(EngineError::RecordTooLarge {
+            return Err(StorageError::RecordTooLarge {
                 size: new_len,
                 max_message_bytes: max_value_bytes,
             }
@@ -109,7 +109,7 @@ impl KeyBuffer {
     pub fn truncate(&mut self, size: u64, max_value_bytes: usize) -> FsResult<()> {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         if size > max_value_bytes {
-            return Err(EngineError::RecordTooLarge {
+            return Err(StorageError::RecordTooLarge {
                 size,
                 max_message_bytes: max_value_bytes,
             }
@@ -205,7 +205,7 @@ impl LmqFs {
             .collect())
     }
 
-    fn max_value_bytes(log: &Log, key: &str) -> usize {
+    fn max_value_bytes(log: &dyn Partition, key: &str) -> usize {
         max_value_bytes(log.config().max_message_bytes, key.as_bytes())
     }
 
@@ -284,7 +284,7 @@ impl LmqFs {
         self.check_writable_mount()?;
         let log = self.partition_log(p)?;
         let mut buffer = KeyBuffer::new(self.key_value(p, key)?, false);
-        buffer.truncate(size, Self::max_value_bytes(&log, key))?;
+        buffer.truncate(size, Self::max_value_bytes(&*log, key))?;
         if let Some(value) = buffer.take_on_release() {
             log.append(&[keyed_record(key, Some(value))])?;
         }
@@ -312,7 +312,7 @@ impl LmqFs {
             )));
         }
         self.check_writable_mount()?;
-        Ok((partition, key, buffer, Self::max_value_bytes(log, key)))
+        Ok((partition, key, buffer, Self::max_value_bytes(&**log, key)))
     }
 
     /// A write to an open key file: into its buffer, at `offset`.
@@ -443,7 +443,7 @@ mod tests {
         let e = b.write_at(5, b"6789", 8).unwrap_err();
         assert!(matches!(
             e,
-            FsError::Engine(EngineError::RecordTooLarge { size: 9, .. })
+            FsError::Storage(StorageError::RecordTooLarge { size: 9, .. })
         ));
         assert!(b.write_at(0, b"1", 8).is_err(), "later writes fail too");
         assert_eq!(b.take_on_close(), None, "nothing is appended");

@@ -1,5 +1,8 @@
 //! The file interface's semantics, free of FUSE: paths, virtual files, views, control and config.
 //!
+//! Records are reached only through [`crate::storage`]'s traits; unit tests build the embedded
+//! engine behind them.
+//!
 //! - [`node`]: what each inode is and how names parse (topic, partition, offset, segment).
 //! - [`inode`]: the inode table (numbers never reused; lookups counted and forgotten).
 //! - [`filesystem`]: [`LmqFs`], every operation of the interface over inode numbers.

@@ -8,9 +8,8 @@
 
 use serde_json::{json, Value};
 
-use crate::engine::log::{LogStats, RollOutcome};
-use crate::engine::{CompactionOutcome, RetentionOutcome};
 use crate::fs::time::format_rfc3339_ms;
+use crate::storage::{CompactionOutcome, LogStats, RetentionOutcome, RollOutcome};
 
 pub fn roll_json(roll: &RollOutcome) -> Value {
     json!({

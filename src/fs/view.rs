@@ -34,11 +34,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::engine::record::decode_batch;
-use crate::engine::{Log, Record, ViewGeneration};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::json::write_record_json;
 use crate::fs::node::ViewKind;
+use crate::storage::{decode_batch, Partition, Record, ViewGeneration};
 
 /// View bytes between checkpoints: bounds the forward scan of a read.
 pub const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
@@ -69,7 +68,7 @@ struct MapState {
 
 /// The position map of one (partition, view kind, generation). See the module docs.
 pub struct ViewMap {
-    log: Arc<Log>,
+    log: Arc<dyn Partition>,
     kind: ViewKind,
     generation: ViewGeneration,
     state: Mutex<MapState>,
@@ -78,7 +77,7 @@ pub struct ViewMap {
 impl std::fmt::Debug for ViewMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ViewMap")
-            .field("log", &self.log.dir())
+            .field("log", &self.log.location())
             .field("kind", &self.kind)
             .field("generation", &self.generation)
             .finish()
@@ -131,7 +130,7 @@ fn copy_rendered(
 }
 
 impl ViewMap {
-    pub fn new(log: Arc<Log>, kind: ViewKind, generation: ViewGeneration) -> ViewMap {
+    pub fn new(log: Arc<dyn Partition>, kind: ViewKind, generation: ViewGeneration) -> ViewMap {
         let start = generation.log_start_offset;
         ViewMap {
             log,
@@ -158,7 +157,7 @@ impl ViewMap {
         self.generation
     }
 
-    pub fn log(&self) -> &Arc<Log> {
+    pub fn log(&self) -> &Arc<dyn Partition> {
         &self.log
     }
 
@@ -174,9 +173,9 @@ impl ViewMap {
     fn scan(&self, start: i64, mut visit: impl FnMut(&Record) -> bool) -> FsResult<i64> {
         let mut offset = start;
         loop {
-            let batches =
-                self.log
-                    .read_batches_at(self.generation.generation, offset, SCAN_CHUNK_BYTES)?;
+            let batches = self
+                .log
+                .fetch(self.generation.generation, offset, SCAN_CHUNK_BYTES)?;
             let mut progressed = false;
             for fetched in batches {
                 let next = fetched.header.next_offset();
@@ -184,7 +183,7 @@ impl ViewMap {
                     continue;
                 }
                 let decoded =
-                    decode_batch(&fetched.bytes).map_err(crate::engine::EngineError::from)?;
+                    decode_batch(&fetched.bytes).map_err(crate::storage::StorageError::from)?;
                 for record in decoded.records.iter().filter(|r| r.offset >= offset) {
                     if !visit(record) {
                         return Ok(offset);
@@ -332,7 +331,7 @@ impl ViewMap {
                 "records from offset {} of view generation {} of {}",
                 start.offset,
                 self.generation.generation,
-                self.log.dir().display()
+                self.log.location().display()
             )));
         }
         Ok((out, last))
@@ -342,7 +341,15 @@ impl ViewMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{LogConfig, NewRecord, TimestampType};
+    use crate::engine::{Log, LogConfig, NewRecord, TimestampType};
+
+    /// `log` behind the storage seam, as the filesystem sees it.
+    fn partition(log: &Arc<Log>) -> Arc<dyn Partition> {
+        Arc::new(crate::storage::embedded::EmbeddedPartition::new(
+            Arc::clone(log),
+            Default::default(),
+        ))
+    }
 
     fn record(offset: i64, value: Option<&[u8]>) -> Record {
         Record {
@@ -428,7 +435,7 @@ mod tests {
         let log = open_log(dir.path());
         fill(&log, 300, 40);
         for kind in [ViewKind::Log, ViewKind::Jsonl] {
-            let map = ViewMap::new(log.clone(), kind, log.view_generation());
+            let map = ViewMap::new(partition(&log), kind, log.view_generation());
             let want = expected(&log, kind, 0);
             assert_eq!(map.len_bytes().unwrap(), want.len() as u64);
             assert!(map.lock().checkpoints.len() > 2, "checkpoints were added");
@@ -460,7 +467,7 @@ mod tests {
     fn map_grows_with_the_log_and_from_positions_match() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
-        let map = ViewMap::new(log.clone(), ViewKind::Log, log.view_generation());
+        let map = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         assert_eq!(map.len_bytes().unwrap(), 0);
         assert_eq!(map.read(0, 10, None).unwrap().0, b"");
         fill(&log, 10, 5);
@@ -484,7 +491,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
         fill(&log, 20, 5);
-        let old = ViewMap::new(log.clone(), ViewKind::Log, log.view_generation());
+        let old = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         let before = expected(&log, ViewKind::Log, 0);
         assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
         log.delete_records(50).unwrap();
@@ -492,7 +499,7 @@ mod tests {
         let generation = log.view_generation();
         assert_ne!(generation, old.generation());
         assert_eq!(generation.log_start_offset, 50);
-        let new = ViewMap::new(log.clone(), ViewKind::Log, generation);
+        let new = ViewMap::new(partition(&log), ViewKind::Log, generation);
         let new_bytes = expected(&log, ViewKind::Log, 50);
         assert_eq!(new.len_bytes().unwrap(), new_bytes.len() as u64);
         // The old generation grew by exactly the new record and kept its prefix.
@@ -529,7 +536,7 @@ mod tests {
     fn old_generation_keeps_coordinates_across_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let log = compacted_topic_log(dir.path(), 4);
-        let old = ViewMap::new(log.clone(), ViewKind::Log, log.view_generation());
+        let old = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         let before = expected(&log, ViewKind::Log, 0);
         assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
         let (head, hint) = old.read(0, 30, None).unwrap();
@@ -547,7 +554,7 @@ mod tests {
         );
         // Offsets 0..15 were superseded: the new generation starts at a gap.
         assert_eq!(generation.log_start_offset, 0);
-        let new = ViewMap::new(log.clone(), ViewKind::Log, generation);
+        let new = ViewMap::new(partition(&log), ViewKind::Log, generation);
         let compacted = expected(&log, ViewKind::Log, 0);
         assert_eq!(
             String::from_utf8(compacted.clone()).unwrap(),
@@ -583,7 +590,7 @@ mod tests {
 #[cfg(test)]
 mod concurrency_tests {
     use super::*;
-    use crate::engine::{LogConfig, NewRecord};
+    use crate::engine::{Log, LogConfig, NewRecord};
 
     #[test]
     fn readers_never_see_torn_bytes_while_the_log_grows() {
@@ -600,11 +607,10 @@ mod concurrency_tests {
                 }
             })
         };
-        let map = Arc::new(ViewMap::new(
-            log.clone(),
-            ViewKind::Log,
-            log.view_generation(),
-        ));
+        let storage: Arc<dyn Partition> = Arc::new(
+            crate::storage::embedded::EmbeddedPartition::new(log.clone(), Default::default()),
+        );
+        let map = Arc::new(ViewMap::new(storage, ViewKind::Log, log.view_generation()));
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let map = map.clone();

@@ -20,8 +20,8 @@ use fuser::{
 };
 use log::{debug, error, info, warn};
 
-use crate::engine::EngineError;
 use crate::fs::{AccessMode, Attr, CachePolicy, Caller, Entry, FileKind, FsError, LmqFs, SetAttr};
+use crate::storage::StorageError;
 
 /// Largest write the kernel sends in one request (its own cap is 1 MiB).
 pub const MAX_WRITE_BYTES: u32 = 1024 * 1024;
@@ -43,26 +43,26 @@ pub fn errno(error: &FsError) -> Errno {
         // An old view generation whose segment files were deleted: the handle is stale.
         FsError::Gone(_) => Errno::ESTALE,
         FsError::Io { source, .. } => io_errno(source),
-        FsError::Engine(e) => match e {
-            EngineError::Io { source, .. } => io_errno(source),
-            EngineError::Record(_)
-            | EngineError::Corrupt { .. }
-            | EngineError::CorruptIndex { .. } => Errno::EIO,
+        FsError::Storage(e) => match e {
+            StorageError::Io { source, .. } => io_errno(source),
+            StorageError::Record(_)
+            | StorageError::Corrupt { .. }
+            | StorageError::CorruptIndex { .. } => Errno::EIO,
             // Name lookups turn this into NotFound; it only arrives here from a command's
             // offset argument, which is then the caller's mistake.
-            EngineError::OffsetOutOfRange { .. } => Errno::EINVAL,
-            EngineError::RecordTooLarge { .. } => Errno::EFBIG,
-            EngineError::InvalidArgument(_)
-            | EngineError::Config(_)
-            | EngineError::InvalidTopicName { .. }
-            | EngineError::PartitionCountDecrease { .. } => Errno::EINVAL,
-            EngineError::TopicExists(_) => Errno::EEXIST,
-            EngineError::UnknownTopic(_) | EngineError::UnknownPartition { .. } => Errno::ENOENT,
+            StorageError::OffsetOutOfRange { .. } => Errno::EINVAL,
+            StorageError::RecordTooLarge { .. } => Errno::EFBIG,
+            StorageError::InvalidArgument(_)
+            | StorageError::Config(_)
+            | StorageError::InvalidTopicName { .. }
+            | StorageError::PartitionCountDecrease { .. } => Errno::EINVAL,
+            StorageError::TopicExists(_) => Errno::EEXIST,
+            StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. } => Errno::ENOENT,
             // Never raised while serving (the lock is taken before mounting).
-            EngineError::DataDirLocked { .. } => Errno::EBUSY,
+            StorageError::DataDirLocked { .. } => Errno::EBUSY,
             // The daemon is shutting down.
-            EngineError::Closed => Errno::ESHUTDOWN,
-            EngineError::Unsupported(_) => Errno::EOPNOTSUPP,
+            StorageError::Closed => Errno::ESHUTDOWN,
+            StorageError::Unsupported(_) => Errno::EOPNOTSUPP,
         },
     }
 }
@@ -78,7 +78,7 @@ fn refuse(op: &str, error: FsError) -> Errno {
         // Shells and tools probe names all the time: not worth more than debug.
         FsError::NotFound(_) => debug!("{op}: {error} (errno {})", code.code()),
         FsError::Io { .. }
-        | FsError::Engine(EngineError::Io { .. } | EngineError::Corrupt { .. }) => {
+        | FsError::Storage(StorageError::Io { .. } | StorageError::Corrupt { .. }) => {
             error!("{op}: {error} (errno {})", code.code())
         }
         _ => info!("refused {op}: {error} (errno {})", code.code()),

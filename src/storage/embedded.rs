@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::{
-    AppendInfo, CompactionOutcome, FetchedBatch, LogConfig, LogStats, NewRecord, Partition,
-    Record, Result, RetentionOutcome, SegmentInfo, Storage, ViewGeneration,
+    AppendInfo, CompactionOutcome, FetchedBatch, LogConfig, LogStats, NewRecord, Partition, Record,
+    Result, RetentionOutcome, SegmentInfo, Storage, ViewGeneration,
 };
 use crate::engine::{now_ms, CleanerConfig, Log, LogManager};
 

@@ -22,11 +22,11 @@ use std::sync::Arc;
 
 pub use crate::engine::log::{AppendInfo, FetchedBatch, LogStats, RollOutcome, SegmentInfo};
 pub use crate::engine::record::batch::decode_batch;
+pub use crate::engine::{now_ms, EngineError as StorageError, Result};
 pub use crate::engine::{
     CompactionOutcome, Header, LogConfig, NewRecord, Record, RetentionOutcome, TimestampType,
     ViewGeneration,
 };
-pub use crate::engine::{EngineError as StorageError, Result};
 
 /// Topics, their partitions and configs: the cluster-wide half of storage.
 ///
