@@ -19,6 +19,8 @@ use log::{error, info, warn};
 use lmqfs::engine::{CleanupSettings, EngineError, LogConfig, LogManager};
 use lmqfs::fs::{FsOptions, LmqFs};
 use lmqfs::fuse::{self, MountSettings};
+use lmqfs::storage::cluster::{ClusterOptions, ClusterStorage};
+use lmqfs::storage::Storage;
 
 /// Names the write end of the readiness pipe in the daemon's environment.
 const READY_FD_ENV: &str = "LMQFS_READY_FD";
@@ -48,8 +50,12 @@ enum Cmd {
         /// An existing, empty directory to mount on.
         mountpoint: PathBuf,
         /// Where topics are stored [default: $XDG_DATA_HOME/lmqfs or ~/.local/share/lmqfs].
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "bootstrap_server")]
         data_dir: Option<PathBuf>,
+        /// Serve the topics of a Kafka-protocol cluster (Apache Kafka, Redpanda, Tansu)
+        /// instead of a data directory: its brokers, HOST:PORT[,HOST:PORT...].
+        #[arg(long, value_name = "HOST:PORT[,...]")]
+        bootstrap_server: Option<String>,
         /// Stay in the foreground instead of daemonizing.
         #[arg(long)]
         foreground: bool,
@@ -57,6 +63,9 @@ enum Cmd {
         /// topic config key as a default (compression.type=lz4, retention.ms=..., ...), and the
         /// cleanup settings log.cleaner.dedupe.buffer.size=BYTES (16 MiB),
         /// log.cleaner.backoff.ms=MS (15 s), log.retention.check.interval.ms=MS (5 min).
+        /// With --bootstrap-server: replication.factor=N (-1, the brokers' default),
+        /// enable.idempotence=true|false (true), fetch.cache.bytes=BYTES (256 MiB),
+        /// request.timeout.ms=MS (30 s).
         #[arg(short = 'o', value_name = "OPT[,OPT...]", value_delimiter = ',')]
         options: Vec<String>,
     },
@@ -81,6 +90,33 @@ struct MountOptions {
     default_partitions: u32,
     config: Vec<(String, String)>,
     cleanup: CleanupSettings,
+    cluster: ClusterMountOptions,
+}
+
+/// The `-o` options that only a cluster mount (`--bootstrap-server`) takes.
+#[derive(Debug, Default)]
+struct ClusterMountOptions {
+    replication_factor: Option<i32>,
+    idempotence: Option<bool>,
+    cache_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+}
+
+impl ClusterMountOptions {
+    /// The first option given, for the error of a mount without a cluster.
+    fn first_given(&self) -> Option<&'static str> {
+        if self.replication_factor.is_some() {
+            Some("replication.factor")
+        } else if self.idempotence.is_some() {
+            Some("enable.idempotence")
+        } else if self.cache_bytes.is_some() {
+            Some("fetch.cache.bytes")
+        } else if self.request_timeout_ms.is_some() {
+            Some("request.timeout.ms")
+        } else {
+            None
+        }
+    }
 }
 
 /// Options mount(8) and fstab pass to helpers that mean nothing to lmqfs.
@@ -159,6 +195,39 @@ fn parse_mount_options(raw: &[String]) -> Result<(MountOptions, LogConfig), Stri
                     "log.retention.check.interval.ms" => {
                         options.cleanup.retention_check_interval_ms =
                             parse_setting(key, value, 1, "milliseconds")?;
+                    }
+                    "replication.factor" => {
+                        options.cluster.replication_factor = Some(
+                            value
+                                .parse::<i32>()
+                                .ok()
+                                .filter(|n| *n >= 1 || *n == -1)
+                                .ok_or_else(|| {
+                                    format!(
+                                        "replication.factor must be a number >= 1, or -1 for \
+                                         the brokers' default; got {value:?}"
+                                    )
+                                })?,
+                        );
+                    }
+                    "enable.idempotence" => {
+                        options.cluster.idempotence = Some(match value {
+                            "true" => true,
+                            "false" => false,
+                            _ => {
+                                return Err(format!(
+                                    "enable.idempotence must be true or false, got {value:?}"
+                                ))
+                            }
+                        });
+                    }
+                    "fetch.cache.bytes" => {
+                        options.cluster.cache_bytes =
+                            Some(parse_setting(key, value, 0usize, "bytes")?);
+                    }
+                    "request.timeout.ms" => {
+                        options.cluster.request_timeout_ms =
+                            Some(parse_setting(key, value, 100u64, "milliseconds")?);
                     }
                     "default.partitions" => {
                         options.default_partitions = value
@@ -308,47 +377,26 @@ impl Readiness {
 /// Mounts and serves until unmounted or signalled; reports readiness once the mount serves.
 fn serve(
     mountpoint: &Path,
-    data_dir: Option<PathBuf>,
+    source: Source,
     raw_options: &[String],
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let signals = block_termination_signals();
     let (options, defaults) = parse_mount_options(raw_options)?;
-    let data_dir = match data_dir {
-        Some(d) => d,
-        None => default_data_dir()?,
-    };
-    let data_dir = std::path::absolute(&data_dir)
-        .map_err(|e| format!("data directory {}: {e}", data_dir.display()))?;
     let mountpoint = check_mountpoint(mountpoint)?;
-    if data_dir.starts_with(&mountpoint) {
-        return Err(format!(
-            "the data directory {} must not be inside the mount point {}",
-            data_dir.display(),
-            mountpoint.display()
-        ));
-    }
-    let manager = match LogManager::open_with(
-        &data_dir,
-        defaults,
-        options.default_partitions,
-        options.cleanup,
-    ) {
-        Ok(m) => Arc::new(m),
-        Err(e @ EngineError::DataDirLocked { .. }) => {
-            return Err(format!(
-                "{e}; is it mounted already? (see `mount -t fuse.lmqfs`)"
-            ))
+    let backend = match source {
+        Source::DataDir(data_dir) => {
+            if let Some(key) = options.cluster.first_given() {
+                return Err(format!(
+                    "mount option {key} is for a cluster mount (--bootstrap-server)"
+                ));
+            }
+            open_data_dir(&mountpoint, data_dir, &options, defaults)?
         }
-        Err(e) => {
-            return Err(format!(
-                "cannot open data directory {}: {e}",
-                data_dir.display()
-            ))
-        }
+        Source::Cluster(servers) => connect_cluster(&servers, &options)?,
     };
     let fs = Arc::new(LmqFs::new(
-        manager.clone(),
+        backend.storage.clone(),
         FsOptions {
             read_only: options.read_only,
         },
@@ -361,7 +409,7 @@ fn serve(
         fsname: options
             .fsname
             .clone()
-            .unwrap_or_else(|| data_dir.display().to_string()),
+            .unwrap_or_else(|| backend.name.clone()),
         allow_other: options.allow_other,
         allow_root: options.allow_root,
         read_only: options.read_only,
@@ -370,13 +418,13 @@ fn serve(
     let mut running = match fuse::start(fs.clone(), &settings) {
         Ok(r) => r,
         Err(e) => {
-            let _ = manager.shutdown();
+            backend.shutdown();
             return Err(format!("cannot mount {}: {e}", mountpoint.display()));
         }
     };
     info!(
         "serving {} at {} ({} threads{}{})",
-        data_dir.display(),
+        backend.name,
         mountpoint.display(),
         threads,
         if options.read_only { ", read-only" } else { "" },
@@ -404,11 +452,109 @@ fn serve(
     if let Err(e) = fs.flush_all() {
         warn!("flush before shutdown failed: {e}");
     }
-    match manager.shutdown() {
-        Ok(()) => info!("clean shutdown of {}", data_dir.display()),
-        Err(e) => error!("shutdown of {} failed: {e}", data_dir.display()),
-    }
+    backend.shutdown();
     outcome
+}
+
+/// Where a mount's topics live.
+enum Source {
+    DataDir(Option<PathBuf>),
+    /// `--bootstrap-server`.
+    Cluster(String),
+}
+
+/// The storage a mount serves, its name for `mount`'s list, and how it stops.
+struct Backend {
+    storage: Arc<dyn Storage>,
+    name: String,
+    manager: Option<Arc<LogManager>>,
+}
+
+impl Backend {
+    fn shutdown(&self) {
+        match &self.manager {
+            Some(manager) => match manager.shutdown() {
+                Ok(()) => info!("clean shutdown of {}", self.name),
+                Err(e) => error!("shutdown of {} failed: {e}", self.name),
+            },
+            None => match self.storage.flush_all() {
+                Ok(()) => info!("every append acknowledged by {}", self.name),
+                Err(e) => error!("flush of {} failed: {e}", self.name),
+            },
+        }
+    }
+}
+
+/// A cluster mount: connects, and fails the mount if the cluster does not answer.
+fn connect_cluster(servers: &str, options: &MountOptions) -> Result<Backend, String> {
+    let mut cluster = ClusterOptions::new(servers);
+    cluster.default_partitions = options.default_partitions;
+    cluster.topic_defaults = options.config.clone();
+    if let Some(n) = options.cluster.replication_factor {
+        cluster.replication_factor = n;
+    }
+    if let Some(on) = options.cluster.idempotence {
+        cluster.client.idempotence = on;
+    }
+    if let Some(bytes) = options.cluster.cache_bytes {
+        cluster.cache_bytes = bytes;
+    }
+    if let Some(ms) = options.cluster.request_timeout_ms {
+        cluster.client.request_timeout = Duration::from_millis(ms);
+    }
+    let storage = ClusterStorage::connect(cluster)
+        .map_err(|e| format!("cannot reach the cluster at {servers}: {e}"))?;
+    Ok(Backend {
+        storage: Arc::new(storage),
+        name: format!("kafka://{servers}"),
+        manager: None,
+    })
+}
+
+/// An embedded-engine mount: opens (and locks) the data directory.
+fn open_data_dir(
+    mountpoint: &Path,
+    data_dir: Option<PathBuf>,
+    options: &MountOptions,
+    defaults: LogConfig,
+) -> Result<Backend, String> {
+    let data_dir = match data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let data_dir = std::path::absolute(&data_dir)
+        .map_err(|e| format!("data directory {}: {e}", data_dir.display()))?;
+    if data_dir.starts_with(mountpoint) {
+        return Err(format!(
+            "the data directory {} must not be inside the mount point {}",
+            data_dir.display(),
+            mountpoint.display()
+        ));
+    }
+    let manager = match LogManager::open_with(
+        &data_dir,
+        defaults,
+        options.default_partitions,
+        options.cleanup,
+    ) {
+        Ok(m) => Arc::new(m),
+        Err(e @ EngineError::DataDirLocked { .. }) => {
+            return Err(format!(
+                "{e}; is it mounted already? (see `mount -t fuse.lmqfs`)"
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot open data directory {}: {e}",
+                data_dir.display()
+            ))
+        }
+    };
+    Ok(Backend {
+        storage: manager.clone(),
+        name: data_dir.display().to_string(),
+        manager: Some(manager),
+    })
 }
 
 /// Serves until the mount goes away or a termination signal arrives, then makes sure the mount
@@ -477,6 +623,7 @@ fn lazy_unmount(mountpoint: &Path) {
 fn launch_background(
     mountpoint: &Path,
     data_dir: Option<PathBuf>,
+    bootstrap_server: Option<&str>,
     raw_options: &[String],
 ) -> Result<(), String> {
     // Validate what can be validated here, so errors need no round trip.
@@ -505,6 +652,9 @@ fn launch_background(
         .arg("--foreground");
     if let Some(d) = &data_dir {
         command.arg("--data-dir").arg(d);
+    }
+    if let Some(servers) = bootstrap_server {
+        command.arg("--bootstrap-server").arg(servers);
     }
     if !raw_options.is_empty() {
         command.arg("-o").arg(raw_options.join(","));
@@ -566,11 +716,17 @@ fn main() -> ExitCode {
         Cmd::Mount {
             mountpoint,
             data_dir,
+            bootstrap_server,
             foreground,
             options,
         } => {
             if !foreground {
-                return match launch_background(&mountpoint, data_dir, &options) {
+                return match launch_background(
+                    &mountpoint,
+                    data_dir,
+                    bootstrap_server.as_deref(),
+                    &options,
+                ) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("lmqfs: {e}");
@@ -581,7 +737,11 @@ fn main() -> ExitCode {
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
                 .init();
             let mut readiness = Readiness::from_env();
-            match serve(&mountpoint, data_dir, &options, &mut readiness) {
+            let source = match bootstrap_server {
+                Some(servers) => Source::Cluster(servers),
+                None => Source::DataDir(data_dir),
+            };
+            match serve(&mountpoint, source, &options, &mut readiness) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e}");

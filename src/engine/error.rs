@@ -76,6 +76,17 @@ pub enum EngineError {
     /// The storage behind the mount cannot do this (a cluster has no local segments to roll).
     #[error("not supported by this storage: {0}")]
     Unsupported(String),
+
+    /// A Kafka-protocol cluster behind the mount did not answer or failed the request:
+    /// `retriable` when it may go away by itself (connection lost, broker restarting, leader
+    /// moving, time-out), as Kafka's client classifies broker errors.
+    #[error("{operation} on {target} failed{}: {reason}", if *.retriable { " (may succeed later)" } else { "" })]
+    Cluster {
+        operation: String,
+        target: String,
+        retriable: bool,
+        reason: String,
+    },
 }
 
 impl EngineError {

@@ -63,6 +63,14 @@ pub fn errno(error: &FsError) -> Errno {
             // The daemon is shutting down.
             StorageError::Closed => Errno::ESHUTDOWN,
             StorageError::Unsupported(_) => Errno::EOPNOTSUPP,
+            // A retry may succeed (broker restarting, leader moving): EAGAIN tells the caller
+            // so; anything else from the cluster is an I/O error.
+            StorageError::Cluster {
+                retriable: true, ..
+            } => Errno::EAGAIN,
+            StorageError::Cluster {
+                retriable: false, ..
+            } => Errno::EIO,
         },
     }
 }
@@ -78,7 +86,9 @@ fn refuse(op: &str, error: FsError) -> Errno {
         // Shells and tools probe names all the time: not worth more than debug.
         FsError::NotFound(_) => debug!("{op}: {error} (errno {})", code.code()),
         FsError::Io { .. }
-        | FsError::Storage(StorageError::Io { .. } | StorageError::Corrupt { .. }) => {
+        | FsError::Storage(
+            StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Cluster { .. },
+        ) => {
             error!("{op}: {error} (errno {})", code.code())
         }
         _ => info!("refused {op}: {error} (errno {})", code.code()),

@@ -15,6 +15,7 @@
 //! ([`NewRecord`]) and read ([`Record`]), raw batches ([`FetchedBatch`], decoded with
 //! [`decode_batch`]), configs ([`LogConfig`]) and outcomes.
 
+pub mod cluster;
 pub mod embedded;
 
 use std::path::PathBuf;
