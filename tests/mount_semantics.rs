@@ -223,9 +223,7 @@ fn stats_reports_offsets_size_and_outcomes_as_json() {
     }
 }
 
-#[test]
-fn offset_files_hold_exact_values_and_json_records() {
-    let Some(m) = Mount::new() else { return };
+fn offset_files_hold_exact_values_and_json_records(m: &Mount) {
     m.create_topic("t", 1);
     write_once(&m.path("t/0/append"), b"first\nsecond value\n").unwrap();
     assert_eq!(read(&m.path("t/0/0")), b"first");
@@ -271,9 +269,7 @@ fn offset_files_hold_exact_values_and_json_records() {
     }
 }
 
-#[test]
-fn append_jsonl_carries_keys_headers_timestamps_and_binary_values() {
-    let Some(m) = Mount::new() else { return };
+fn append_jsonl_carries_keys_headers_timestamps_and_binary_values(m: &Mount) {
     m.create_topic("t", 1);
     write_once(
         &m.path("t/0/append.jsonl"),
@@ -334,9 +330,7 @@ fn log_append_time_replaces_the_producer_timestamp() {
     );
 }
 
-#[test]
-fn from_offset_views_start_at_that_record() {
-    let Some(m) = Mount::new() else { return };
+fn from_offset_views_start_at_that_record(m: &Mount) {
     m.create_topic("t", 1);
     write_once(&m.path("t/0/append"), b"r0\nr1\nr2\nr3\n").unwrap();
     assert_eq!(read_string(&m.path("t/0/from/2")), "r2\nr3\n");
@@ -361,9 +355,7 @@ fn from_offset_views_start_at_that_record() {
     assert_eq!(sh_ok(&m.mnt, "tail -n 1 t/0/from/1"), "r4\n");
 }
 
-#[test]
-fn time_lookup_accepts_milliseconds_and_rfc3339() {
-    let Some(m) = Mount::new() else { return };
+fn time_lookup_accepts_milliseconds_and_rfc3339(m: &Mount) {
     m.create_topic("t", 1);
     // 1700000000000 ms is 2023-11-14T22:13:20Z.
     write_once(
@@ -394,9 +386,7 @@ fn time_lookup_accepts_milliseconds_and_rfc3339() {
     assert_eq!(e, libc::EINVAL);
 }
 
-#[test]
-fn log_size_is_exact_and_an_open_reader_sees_growth() {
-    let Some(m) = Mount::new() else { return };
+fn log_size_is_exact_and_an_open_reader_sees_growth(m: &Mount) {
     m.create_topic("t", 1);
     let log = m.path("t/0/log");
     assert_eq!(fs::metadata(&log).unwrap().len(), 0);
@@ -429,9 +419,7 @@ fn log_size_is_exact_and_an_open_reader_sees_growth() {
     );
 }
 
-#[test]
-fn a_line_split_across_writes_is_joined() {
-    let Some(m) = Mount::new() else { return };
+fn a_line_split_across_writes_is_joined(m: &Mount) {
     m.create_topic("t", 1);
     let mut f = open_append(&m.path("t/0/append")).unwrap();
     f.write_all(b"hel").unwrap();
@@ -448,9 +436,7 @@ fn a_line_split_across_writes_is_joined() {
     assert_eq!(read_string(&m.path("t/0/log")), "hello\nworld\n");
 }
 
-#[test]
-fn an_unterminated_last_line_is_appended_on_close() {
-    let Some(m) = Mount::new() else { return };
+fn an_unterminated_last_line_is_appended_on_close(m: &Mount) {
     m.create_topic("t", 1);
     let mut f = open_append(&m.path("t/0/append")).unwrap();
     f.write_all(b"a\nb").unwrap();
@@ -727,3 +713,13 @@ fn a_write_larger_than_max_message_bytes_is_split_into_batches_atomically() {
     assert!(batches > 1, "expected several batches, got {batches}");
     assert_eq!(next_offset, 40);
 }
+
+crate::on_both_backends!(
+    offset_files_hold_exact_values_and_json_records,
+    append_jsonl_carries_keys_headers_timestamps_and_binary_values,
+    from_offset_views_start_at_that_record,
+    time_lookup_accepts_milliseconds_and_rfc3339,
+    log_size_is_exact_and_an_open_reader_sees_growth,
+    a_line_split_across_writes_is_joined,
+    an_unterminated_last_line_is_appended_on_close,
+);

@@ -21,9 +21,7 @@ fn fill(m: &Mount, partition: &str, n: usize) -> String {
     text
 }
 
-#[test]
-fn echo_and_cat_round_trip_with_both_redirections() {
-    let Some(m) = Mount::new() else { return };
+fn echo_and_cat_round_trip_with_both_redirections(m: &Mount) {
     m.create_topic("t", 1);
     sh_ok(&m.mnt, "echo one > t/0/append");
     sh_ok(&m.mnt, "echo two >> t/0/append");
@@ -33,9 +31,7 @@ fn echo_and_cat_round_trip_with_both_redirections() {
     assert_eq!(common::stat_i64(&m.path("t/0"), "log_end_offset"), 3);
 }
 
-#[test]
-fn printf_lines_become_one_record_each() {
-    let Some(m) = Mount::new() else { return };
+fn printf_lines_become_one_record_each(m: &Mount) {
     m.create_topic("t", 1);
     sh_ok(
         &m.mnt,
@@ -53,11 +49,9 @@ fn printf_lines_become_one_record_each() {
     assert_eq!(common::stat_i64(&m.path("t/0"), "log_end_offset"), 4);
 }
 
-#[test]
-fn head_reads_the_first_lines() {
-    let Some(m) = Mount::new() else { return };
+fn head_reads_the_first_lines(m: &Mount) {
     m.create_topic("t", 1);
-    fill(&m, "t/0", 1000);
+    fill(m, "t/0", 1000);
     assert_eq!(
         sh_ok(&m.mnt, "head -n 3 t/0/log"),
         "line-00000\nline-00001\nline-00002\n"
@@ -65,11 +59,9 @@ fn head_reads_the_first_lines() {
     assert_eq!(sh_ok(&m.mnt, "head -c 8 t/0/log"), "line-000");
 }
 
-#[test]
-fn tail_n_reads_the_last_lines() {
-    let Some(m) = Mount::new() else { return };
+fn tail_n_reads_the_last_lines(m: &Mount) {
     m.create_topic("t", 1);
-    fill(&m, "t/0", 5000);
+    fill(m, "t/0", 5000);
     assert_eq!(
         sh_ok(&m.mnt, "tail -n 2 t/0/log"),
         "line-04998\nline-04999\n"
@@ -78,9 +70,7 @@ fn tail_n_reads_the_last_lines() {
     assert_eq!(sh_ok(&m.mnt, "tail -c 5 t/0/log"), "4999\n");
 }
 
-#[test]
-fn tail_f_sees_new_records() {
-    let Some(m) = Mount::new() else { return };
+fn tail_f_sees_new_records(m: &Mount) {
     m.create_topic("t", 1);
     sh_ok(&m.mnt, "echo before > t/0/append");
     let mut tail = Follower::spawn(&m.mnt, "tail -f t/0/log", &m.scratch().join("tail.err"));
@@ -110,11 +100,9 @@ fn tail_f_sees_new_records() {
     );
 }
 
-#[test]
-fn wc_l_counts_records() {
-    let Some(m) = Mount::new() else { return };
+fn wc_l_counts_records(m: &Mount) {
     m.create_topic("t", 1);
-    fill(&m, "t/0", 2345);
+    fill(m, "t/0", 2345);
     assert_eq!(sh_ok(&m.mnt, "wc -l < t/0/log").trim(), "2345");
     assert_eq!(
         sh_ok(&m.mnt, "wc -c < t/0/log").trim(),
@@ -125,13 +113,11 @@ fn wc_l_counts_records() {
     assert_eq!(len, 2345 * 11);
 }
 
-#[test]
-fn grep_finds_records() {
-    let Some(m) = Mount::new() else { return };
+fn grep_finds_records(m: &Mount) {
     m.create_topic("t", 1);
-    fill(&m, "t/0", 3000);
+    fill(m, "t/0", 3000);
     sh_ok(&m.mnt, "echo 'needle in a haystack' >> t/0/append");
-    fill(&m, "t/0", 10);
+    fill(m, "t/0", 10);
     assert_eq!(
         sh_ok(&m.mnt, "grep -n needle t/0/log"),
         "3001:needle in a haystack\n"
@@ -145,11 +131,9 @@ fn grep_finds_records() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
-fn dd_with_skip_reads_from_a_byte_position() {
-    let Some(m) = Mount::new() else { return };
+fn dd_with_skip_reads_from_a_byte_position(m: &Mount) {
     m.create_topic("t", 1);
-    fill(&m, "t/0", 20_000);
+    fill(m, "t/0", 20_000);
     // Block-aligned skip: records 1234 and 1235 (11 bytes each).
     assert_eq!(
         sh_ok(&m.mnt, "dd if=t/0/log bs=11 skip=1234 count=2 status=none"),
@@ -169,3 +153,14 @@ fn dd_with_skip_reads_from_a_byte_position() {
         ""
     );
 }
+
+crate::on_both_backends!(
+    echo_and_cat_round_trip_with_both_redirections,
+    printf_lines_become_one_record_each,
+    head_reads_the_first_lines,
+    tail_n_reads_the_last_lines,
+    tail_f_sees_new_records,
+    wc_l_counts_records,
+    grep_finds_records,
+    dd_with_skip_reads_from_a_byte_position,
+);

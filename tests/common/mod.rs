@@ -7,6 +7,8 @@
 //! is waited for (killed if it hangs), so a failing test never leaves a stale mount behind.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -42,6 +44,8 @@ pub struct Mount {
     pub data: PathBuf,
     /// `-o` options given at every start.
     options: Vec<String>,
+    /// `--bootstrap-server` of a cluster mount (then `data` is not used).
+    bootstrap: Option<String>,
     child: Option<Child>,
     /// Daemon logs (stdout and stderr), one file per start.
     logs: Vec<PathBuf>,
@@ -57,6 +61,25 @@ impl Mount {
 
     /// Mounts a fresh data directory with `-o options` (joined by commas). `None` when skipped.
     pub fn with_options(options: &[&str]) -> Option<Mount> {
+        Mount::start_new(options, None)
+    }
+
+    /// Mounts the topics of `broker` (`--bootstrap-server`). `None` when skipped.
+    pub fn on_cluster(broker: &broker::Broker) -> Option<Mount> {
+        Mount::start_new(&[], Some(broker.bootstrap()))
+    }
+
+    /// Mounts the topics of `broker` with `-o options`. `None` when skipped.
+    pub fn on_cluster_with_options(broker: &broker::Broker, options: &[&str]) -> Option<Mount> {
+        Mount::start_new(options, Some(broker.bootstrap()))
+    }
+
+    /// True for a cluster mount.
+    pub fn is_cluster(&self) -> bool {
+        self.bootstrap.is_some()
+    }
+
+    fn start_new(options: &[&str], bootstrap: Option<String>) -> Option<Mount> {
         if !Path::new("/dev/fuse").exists() {
             skip_or_fail("/dev/fuse is missing");
             return None;
@@ -71,6 +94,7 @@ impl Mount {
             data: base.path().join("data"),
             mnt,
             options: options.iter().map(|s| s.to_string()).collect(),
+            bootstrap,
             child: None,
             logs: Vec::new(),
             base,
@@ -110,11 +134,11 @@ impl Mount {
         let err = out.try_clone().map_err(|e| e.to_string())?;
         self.logs.push(log);
         let mut cmd = Command::new(BIN);
-        cmd.arg("mount")
-            .arg(&self.mnt)
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--foreground");
+        cmd.arg("mount").arg(&self.mnt).arg("--foreground");
+        match &self.bootstrap {
+            Some(servers) => cmd.arg("--bootstrap-server").arg(servers),
+            None => cmd.arg("--data-dir").arg(&self.data),
+        };
         if !self.options.is_empty() {
             cmd.arg("-o").arg(self.options.join(","));
         }
@@ -598,4 +622,31 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// Runs each named check (`fn name(m: &Mount)`) as two tests: `embedded::name` on a data
+/// directory mount and `cluster::name` on a mount of a Tansu broker started for the test.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($check:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[test]
+                fn $check() {
+                    let Some(m) = $crate::common::Mount::new() else { return };
+                    super::$check(&m);
+                }
+            )+
+        }
+        mod cluster {
+            $(
+                #[test]
+                fn $check() {
+                    let Some(broker) = $crate::common::broker::Broker::start() else { return };
+                    let Some(m) = $crate::common::Mount::on_cluster(&broker) else { return };
+                    super::$check(&m);
+                }
+            )+
+        }
+    };
 }

@@ -190,6 +190,20 @@ impl BatchCache {
         Some(out)
     }
 
+    /// The end of the run of adjacent chunks that starts with the one covering `offset`.
+    pub fn covered_end(&self, key: &(String, u32), offset: i64) -> Option<i64> {
+        let chunks = self.partitions.get(key)?;
+        let (_, first) = chunks.range(..=offset).next_back()?;
+        if offset >= first.chunk.end {
+            return None;
+        }
+        let mut end = first.chunk.end;
+        while let Some(next) = chunks.get(&end) {
+            end = next.chunk.end;
+        }
+        Some(end)
+    }
+
     /// The start of the first chunk of the partition at or after `offset` (where a fetch from
     /// the broker that starts at `offset` must stop).
     pub fn next_start(&self, key: &(String, u32), offset: i64) -> Option<i64> {

@@ -95,7 +95,7 @@ impl Failure<'_> {
 pub fn kafka_error(failure: Failure<'_>, error: KafkaError) -> StorageError {
     use RDKafkaErrorCode as C;
     let target = failure.target();
-    let Some(code) = error.rdkafka_error_code() else {
+    let Some(code) = error_code(&error) else {
         log::error!("{} on {target}: {error}", failure.operation);
         return cluster(&failure, &target, false, error.to_string());
     };
@@ -152,6 +152,14 @@ pub fn kafka_error(failure: Failure<'_>, error: KafkaError) -> StorageError {
         other => log::info!("{} on {target}: {other}", failure.operation),
     }
     mapped
+}
+
+/// The error code of a client error, admin results included (which `rdkafka` leaves out).
+pub fn error_code(error: &KafkaError) -> Option<RDKafkaErrorCode> {
+    match error {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    }
 }
 
 fn cluster(failure: &Failure<'_>, target: &str, retriable: bool, reason: String) -> StorageError {

@@ -85,6 +85,18 @@ impl ClusterPartition {
         (self.topic.clone(), self.partition)
     }
 
+    /// ListOffsets (earliest, latest) of the partition's leader.
+    fn watermarks(&self) -> Result<(i64, i64)> {
+        self.shared
+            .metadata
+            .fetch_watermarks(
+                &self.topic,
+                self.partition as i32,
+                self.shared.options.client.request_timeout,
+            )
+            .map_err(|e| kafka_error(self.failure("ListOffsets"), e))
+    }
+
     /// Log start, log end and generation, asked of the leader when older than the mount's
     /// `offsets_max_age` (or always, with `force`).
     fn offsets(&self, force: bool) -> Result<(i64, i64, u64)> {
@@ -95,15 +107,16 @@ impl ClusterPartition {
         if fresh && !force {
             return Ok((o.log_start_offset, o.log_end_offset, o.generation));
         }
-        let (low, high) = self
-            .shared
-            .metadata
-            .fetch_watermarks(
-                &self.topic,
-                self.partition as i32,
-                self.shared.options.client.request_timeout,
-            )
-            .map_err(|e| kafka_error(self.failure("ListOffsets"), e))?;
+        let (low, mut high) = self.watermarks()?;
+        if high == low + 1 {
+            // Tansu 0.6 answers ListOffsets(latest) with base offset + 1 while a partition
+            // holds a single batch, however many records it has. The records fetched from
+            // the log start tell the real end (one fetch, then the cache answers).
+            drop(o);
+            let probed = self.end_seen_from(low)?;
+            high = high.max(probed);
+            o = lock(&self.offsets);
+        }
         if o.refreshed.is_some() && low != o.log_start_offset {
             o.generation += 1;
             log::info!(
@@ -115,14 +128,9 @@ impl ClusterPartition {
             );
         }
         o.log_start_offset = low;
-        // Never step back below what a local append was acknowledged at.
-        o.log_end_offset = high.max(if o.refreshed.is_some() {
-            o.log_end_offset
-        } else {
-            high
-        });
         if high < o.log_end_offset {
-            // A leader change may briefly report an older high watermark.
+            // A leader change may briefly report an older high watermark; an acknowledged
+            // append is never taken back.
             log::debug!(
                 "{}-{}: high watermark {high} below the acknowledged end {}",
                 self.topic,
@@ -130,8 +138,28 @@ impl ClusterPartition {
                 o.log_end_offset
             );
         }
+        o.log_end_offset = o.log_end_offset.max(high);
         o.refreshed = Some(Instant::now());
         Ok((o.log_start_offset, o.log_end_offset, o.generation))
+    }
+
+    /// The offset after the last record fetched in one run from `low` (cached, so asked of
+    /// the brokers once per log start).
+    fn end_seen_from(&self, low: i64) -> Result<i64> {
+        let cached = lock(&self.shared.cache).covered_end(&self.key(), low);
+        if let Some(end) = cached {
+            return Ok(end);
+        }
+        let stop = lock(&self.shared.cache)
+            .next_start(&self.key(), low)
+            .unwrap_or(i64::MAX);
+        let chunk = self.fetch_from_cluster(low, stop, 1024 * 1024)?;
+        if chunk.end == stop {
+            if let Some(end) = lock(&self.shared.cache).covered_end(&self.key(), stop) {
+                return Ok(end);
+            }
+        }
+        Ok(chunk.end)
     }
 
     /// The offsets as last known, refreshed if stale; a failed refresh is logged (by
@@ -189,7 +217,7 @@ impl ClusterPartition {
                             RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
                         )
                     ) {
-                        let (start, end, _) = self.offsets(true)?;
+                        let (start, end) = self.watermarks()?;
                         return Err(self.out_of_range(from, start, end));
                     }
                     return Err(kafka_error(self.failure("Fetch"), e));
@@ -448,10 +476,26 @@ impl Partition for ClusterPartition {
         element
             .error()
             .map_err(|e| kafka_error(self.failure("ListOffsets"), e))?;
+        let end = self.offsets(true)?.1;
         match element.offset() {
-            Offset::Offset(n) if n >= 0 => Ok(n),
+            Offset::Offset(n) if n >= 0 && n < end => {
+                // Some brokers (Tansu 0.6) answer the earliest offset, not -1, when no record
+                // is that recent; the record there then predates the time asked for.
+                match self.read_record(n) {
+                    Ok(Some(record)) if record.timestamp < timestamp_ms => {
+                        log::debug!(
+                            "ListOffsets of {}-{} for {timestamp_ms} answered {n}, whose record \
+                             is older: taking the log end {end}",
+                            self.topic,
+                            self.partition
+                        );
+                        Ok(end)
+                    }
+                    _ => Ok(n),
+                }
+            }
             // No record at or after the time: the log end, as Kafka answers -1 for "latest".
-            _ => Ok(self.offsets(true)?.1),
+            _ => Ok(end),
         }
     }
 
