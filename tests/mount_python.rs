@@ -8,9 +8,7 @@ use std::process::Command;
 
 use common::{read_string, Mount};
 
-#[test]
-fn python_client_produces_and_consumes() {
-    let Some(m) = Mount::new() else { return };
+fn python_client_produces_and_consumes(m: &Mount) {
     m.create_topic("py", 1);
     let client = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/client.py");
     let out = Command::new("python3")
@@ -58,3 +56,5 @@ fn python_client_uses_keys_as_a_key_value_store() {
         r#"{"id": 2, "name": "user 2"}+more"#
     );
 }
+
+crate::on_both_backends!(python_client_produces_and_consumes);

@@ -209,9 +209,9 @@ impl ClientSettings {
         self.base("admin").create()
     }
 
-    /// The producer, `acks=all`; records of one `produce` call go out together (see
+    /// A producer client, `acks=all`; records of one `produce` call go out together (see
     /// [`Producer`]).
-    pub fn producer(&self) -> Result<Producer, KafkaError> {
+    fn producer_client(&self) -> Result<ThreadedProducer<DeliveryContext>, KafkaError> {
         let mut config = self.base("producer");
         config
             .set("acks", "all")
@@ -229,12 +229,18 @@ impl ClientSettings {
                 "request.timeout.ms",
                 self.request_timeout.as_millis().min(30_000).to_string(),
             )
-            .set("compression.type", "none");
+            .set("compression.type", "none")
+            .set("allow.auto.create.topics", "false");
         let inner: ThreadedProducer<DeliveryContext> =
             config.create_with_context(DeliveryContext)?;
+        Ok(inner)
+    }
+
+    /// The mount's producer.
+    pub fn producer(&self) -> Result<Producer, KafkaError> {
         Ok(Producer {
-            inner,
-            order: Mutex::new(()),
+            inner: Mutex::new(self.producer_client()?),
+            settings: self.clone(),
             timeout: self.request_timeout,
         })
     }
@@ -324,11 +330,18 @@ pub struct OutgoingRecord<'a> {
 /// The mount's producer.
 ///
 /// One write's records must reach the broker as one batch, so readers see all of them or
-/// none: the producer lingers (records wait), and each `produce` call enqueues its records and
-/// then flushes, under `order`, so no other call's flush can send half of them.
+/// none: the client lingers (records wait), and each `produce` call enqueues its records and
+/// then flushes, holding `inner`'s lock, so no other call's flush can send half of them.
+/// Writes are therefore serialized per mount.
+///
+/// A write that fails for a reason that may pass (time-out, lost connection, a broker that
+/// restarted and forgot the producer id) drops what is left of it and replaces the client:
+/// an idempotent producer whose sequence the cluster lost does not recover by itself, and a
+/// new one starts with a fresh producer id.
 pub struct Producer {
-    inner: ThreadedProducer<DeliveryContext>,
-    order: Mutex<()>,
+    /// The client; its lock also orders writes.
+    inner: Mutex<ThreadedProducer<DeliveryContext>>,
+    settings: ClientSettings,
     timeout: Duration,
 }
 
@@ -345,66 +358,82 @@ impl Producer {
             state: Mutex::new(vec![None; records.len()]),
             done: Condvar::new(),
         });
-        {
-            let _order = lock(&self.order);
-            for (index, record) in records.iter().enumerate() {
-                let mut base = rdkafka::producer::BaseRecord::<[u8], [u8], _>::with_opaque_to(
-                    topic,
-                    Box::new((pending.clone(), index)),
-                )
-                .partition(partition);
-                if let Some(key) = record.key {
-                    base = base.key(key);
-                }
-                if let Some(value) = record.value {
-                    base = base.payload(value);
-                }
-                if let Some(ts) = record.timestamp {
-                    base = base.timestamp(ts);
-                }
-                if !record.headers.is_empty() {
-                    let mut headers = rdkafka::message::OwnedHeaders::new();
-                    for (key, value) in &record.headers {
-                        headers = headers.insert(rdkafka::message::Header {
-                            key: *key,
-                            value: *value,
-                        });
-                    }
-                    base = base.headers(headers);
-                }
-                if let Err((error, _)) = self.inner.send(base) {
-                    // Records already enqueued still go out (the broker gets a shorter
-                    // batch); the caller is told the write failed.
-                    self.inner.flush(self.timeout)?;
-                    return Err(error);
-                }
+        let mut inner = lock(&self.inner);
+        for (index, record) in records.iter().enumerate() {
+            let mut base = rdkafka::producer::BaseRecord::<[u8], [u8], _>::with_opaque_to(
+                topic,
+                Box::new((pending.clone(), index)),
+            )
+            .partition(partition);
+            if let Some(key) = record.key {
+                base = base.key(key);
             }
-            self.inner.flush(self.timeout)?;
-        }
-        let deadline = Instant::now() + self.timeout + Duration::from_secs(1);
-        let mut state = lock(&pending.state);
-        while !state.iter().all(Option::is_some) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(KafkaError::MessageProduction(
-                    RDKafkaErrorCode::MessageTimedOut,
-                ));
+            if let Some(value) = record.value {
+                base = base.payload(value);
             }
-            state = pending
-                .done
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            if let Some(ts) = record.timestamp {
+                base = base.timestamp(ts);
+            }
+            if !record.headers.is_empty() {
+                let mut headers = rdkafka::message::OwnedHeaders::new();
+                for (key, value) in &record.headers {
+                    headers = headers.insert(rdkafka::message::Header {
+                        key: *key,
+                        value: *value,
+                    });
+                }
+                base = base.headers(headers);
+            }
+            if let Err((error, _)) = inner.send(base) {
+                self.abandon(&mut inner, &error);
+                return Err(error);
+            }
         }
-        state
+        if let Err(error) = inner.flush(self.timeout) {
+            self.abandon(&mut inner, &error);
+            return Err(error);
+        }
+        // Flushed: every delivery report has been served.
+        let outcomes: Vec<Result<Delivered, KafkaError>> = lock(&pending.state)
             .iter_mut()
-            .map(|o| o.take().expect("checked above"))
-            .collect()
+            .map(|o| {
+                o.take().unwrap_or(Err(KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageTimedOut,
+                )))
+            })
+            .collect();
+        if let Some(Err(error)) = outcomes.iter().find(|o| o.is_err()) {
+            let error = error.clone();
+            self.abandon(&mut inner, &error);
+            return Err(error);
+        }
+        Ok(outcomes.into_iter().map(|o| o.expect("no error")).collect())
+    }
+
+    /// Drops the records of a failed write that are still queued or in flight, so none of
+    /// them is sent after the caller was told the write failed (writes are serialized, so
+    /// these are the failed write's records only), and replaces the client after a failure
+    /// that may pass. A record already in flight may still have reached the broker: the
+    /// failure then means "not known to be written".
+    fn abandon(&self, inner: &mut ThreadedProducer<DeliveryContext>, error: &KafkaError) {
+        inner.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        // Serves the delivery reports of the purged records.
+        let _ = inner.flush(Duration::from_millis(100));
+        let passing = error_code(error).is_none_or(is_retriable);
+        if passing || inner.client().fatal_error().is_some() {
+            match self.settings.producer_client() {
+                Ok(fresh) => {
+                    log::info!("replaced the producer after a failed write ({error})");
+                    *inner = fresh;
+                }
+                Err(e) => log::warn!("could not replace the producer after {error}: {e}"),
+            }
+        }
     }
 
     /// Waits until everything produced so far is acknowledged.
     pub fn flush(&self) -> Result<(), KafkaError> {
-        self.inner.flush(self.timeout)
+        lock(&self.inner).flush(self.timeout)
     }
 }
 
@@ -413,7 +442,30 @@ pub struct Reader {
     pub consumer: BaseConsumer,
     /// The assigned partition and the offset its next record has at least.
     pub position: Option<(String, u32, i64)>,
+    paused: bool,
     last_used: Instant,
+}
+
+impl Reader {
+    /// Stops fetching until the next [`Reader::seek`]; a reader that cannot pause forgets
+    /// its partition instead.
+    fn pause(&mut self) {
+        if self.paused {
+            return;
+        }
+        let paused = self
+            .consumer
+            .assignment()
+            .and_then(|tpl| self.consumer.pause(&tpl));
+        match paused {
+            Ok(()) => self.paused = true,
+            Err(e) => {
+                log::debug!("pausing an idle reader: {e}");
+                self.position = None;
+                let _ = self.consumer.unassign();
+            }
+        }
+    }
 }
 
 impl Reader {
@@ -422,10 +474,15 @@ impl Reader {
     pub fn seek(&mut self, topic: &str, partition: u32, offset: i64) -> Result<(), KafkaError> {
         if let Some((t, p, o)) = &self.position {
             if t == topic && *p == partition && *o == offset {
+                if self.paused {
+                    self.consumer.resume(&self.consumer.assignment()?)?;
+                    self.paused = false;
+                }
                 return Ok(());
             }
         }
         self.position = None;
+        self.paused = false;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset))?;
         self.consumer.assign(&tpl)?;
@@ -469,6 +526,9 @@ impl std::ops::DerefMut for ReaderGuard<'_> {
 impl Drop for ReaderGuard<'_> {
     fn drop(&mut self) {
         if let Some(mut reader) = self.reader.take() {
+            // An idle reader stops fetching (what it prefetched stays queued for the next
+            // sequential read), so idle mounts send the brokers nothing.
+            reader.pause();
             reader.last_used = Instant::now();
             lock(&self.pool.state).idle.push(reader);
             self.pool.returned.notify_one();
@@ -516,6 +576,7 @@ impl ReaderPool {
                     Ok(consumer) => Ok(self.guard(Reader {
                         consumer,
                         position: None,
+                        paused: false,
                         last_used: Instant::now(),
                     })),
                     Err(e) => {

@@ -301,6 +301,33 @@ impl ClusterPartition {
         }
         Ok(keys)
     }
+
+    /// The offset of the first record from `offset` on whose timestamp is >= `timestamp_ms`,
+    /// or `end`.
+    fn first_at_or_after(&self, offset: i64, end: i64, timestamp_ms: i64) -> Result<i64> {
+        let generation = lock(&self.offsets).generation;
+        let mut next = offset;
+        while next < end {
+            let batches = self.fetch(generation, next, 1024 * 1024)?;
+            let mut progressed = false;
+            for batch in batches {
+                if batch.header.next_offset() <= next {
+                    continue;
+                }
+                for record in decode_batch(&batch.bytes)?.records {
+                    if record.offset >= next && record.timestamp >= timestamp_ms {
+                        return Ok(record.offset);
+                    }
+                }
+                next = batch.header.next_offset();
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(end)
+    }
 }
 
 impl Partition for ClusterPartition {
@@ -478,22 +505,10 @@ impl Partition for ClusterPartition {
             .map_err(|e| kafka_error(self.failure("ListOffsets"), e))?;
         let end = self.offsets(true)?.1;
         match element.offset() {
-            Offset::Offset(n) if n >= 0 && n < end => {
-                // Some brokers (Tansu 0.6) answer the earliest offset, not -1, when no record
-                // is that recent; the record there then predates the time asked for.
-                match self.read_record(n) {
-                    Ok(Some(record)) if record.timestamp < timestamp_ms => {
-                        log::debug!(
-                            "ListOffsets of {}-{} for {timestamp_ms} answered {n}, whose record \
-                             is older: taking the log end {end}",
-                            self.topic,
-                            self.partition
-                        );
-                        Ok(end)
-                    }
-                    _ => Ok(n),
-                }
-            }
+            // Some brokers (Tansu 0.6) answer the first offset of the batch that holds the
+            // time, or the earliest offset when no record is that recent: from their answer
+            // on, the first record at or after the time is the one Kafka would name.
+            Offset::Offset(n) if n >= 0 && n < end => self.first_at_or_after(n, end, timestamp_ms),
             // No record at or after the time: the log end, as Kafka answers -1 for "latest".
             _ => Ok(end),
         }
