@@ -167,10 +167,7 @@ impl BatchCache {
         let mut out = Vec::new();
         let mut bytes = 0;
         let mut next_start = first_start;
-        loop {
-            let Some(entry) = chunks.get_mut(&next_start) else {
-                break;
-            };
+        while let Some(entry) = chunks.get_mut(&next_start) {
             entry.last_used = tick;
             for batch in &entry.chunk.batches {
                 if batch.header.last_offset() < offset {

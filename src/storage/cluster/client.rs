@@ -377,10 +377,7 @@ impl Producer {
             if !record.headers.is_empty() {
                 let mut headers = rdkafka::message::OwnedHeaders::new();
                 for (key, value) in &record.headers {
-                    headers = headers.insert(rdkafka::message::Header {
-                        key: *key,
-                        value: *value,
-                    });
+                    headers = headers.insert(rdkafka::message::Header { key, value: *value });
                 }
                 base = base.headers(headers);
             }
