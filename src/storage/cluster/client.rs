@@ -231,9 +231,7 @@ impl ClientSettings {
             )
             .set("compression.type", "none")
             .set("allow.auto.create.topics", "false");
-        let inner: ThreadedProducer<DeliveryContext> =
-            config.create_with_context(DeliveryContext)?;
-        Ok(inner)
+        config.create_with_context(DeliveryContext)
     }
 
     /// The mount's producer.
@@ -265,8 +263,11 @@ impl ClientSettings {
             .set("isolation.level", "read_uncommitted")
             .set("allow.auto.create.topics", "false")
             .set("fetch.wait.max.ms", "100")
-            .set("queued.max.messages.kbytes", "16384")
-            .set("queued.min.messages", "10000")
+            // Prefetch up to 32 MiB per reader, by bytes, and fetch again as soon as the
+            // queue has room (librdkafka's defaults back off a whole second).
+            .set("queued.max.messages.kbytes", "32768")
+            .set("queued.min.messages", "10000000")
+            .set("fetch.queue.backoff.ms", "5")
             .create()
     }
 
@@ -386,7 +387,7 @@ impl Producer {
                 return Err(error);
             }
         }
-        if let Err(error) = inner.flush(self.timeout) {
+        if let Err(error) = flush(&inner, self.timeout) {
             self.abandon(&mut inner, &error);
             return Err(error);
         }
@@ -415,7 +416,7 @@ impl Producer {
     fn abandon(&self, inner: &mut ThreadedProducer<DeliveryContext>, error: &KafkaError) {
         inner.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         // Serves the delivery reports of the purged records.
-        let _ = inner.flush(Duration::from_millis(100));
+        let _ = flush(inner, Duration::from_millis(100));
         let passing = error_code(error).is_none_or(is_retriable);
         if passing || inner.client().fatal_error().is_some() {
             match self.settings.producer_client() {
@@ -430,7 +431,24 @@ impl Producer {
 
     /// Waits until everything produced so far is acknowledged.
     pub fn flush(&self) -> Result<(), KafkaError> {
-        lock(&self.inner).flush(self.timeout)
+        flush(&lock(&self.inner), self.timeout)
+    }
+}
+
+/// librdkafka's flush: sends what lingers now (the linger time counts as over while this
+/// waits) and returns as soon as no record is outstanding, the producer's own thread serving
+/// the delivery reports. (The `rdkafka` crate's `flush` polls in 100 ms steps, which would add
+/// up to 100 ms to every write.)
+fn flush(
+    producer: &ThreadedProducer<DeliveryContext>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the handle is valid while `producer` is borrowed; rd_kafka_flush is thread-safe.
+    let code = unsafe { rdsys::rd_kafka_flush(producer.client().native_ptr(), timeout_ms) };
+    match RDKafkaErrorCode::from(code) {
+        RDKafkaErrorCode::NoError => Ok(()),
+        code => Err(KafkaError::Flush(code)),
     }
 }
 
@@ -444,8 +462,8 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Stops fetching until the next [`Reader::seek`]; a reader that cannot pause forgets
-    /// its partition instead.
+    /// Stops fetching until the next [`Reader::seek`] (librdkafka drops what was prefetched);
+    /// a reader that cannot pause forgets its partition instead.
     fn pause(&mut self) {
         if self.paused {
             return;
@@ -523,9 +541,6 @@ impl std::ops::DerefMut for ReaderGuard<'_> {
 impl Drop for ReaderGuard<'_> {
     fn drop(&mut self) {
         if let Some(mut reader) = self.reader.take() {
-            // An idle reader stops fetching (what it prefetched stays queued for the next
-            // sequential read), so idle mounts send the brokers nothing.
-            reader.pause();
             reader.last_used = Instant::now();
             lock(&self.pool.state).idle.push(reader);
             self.pool.returned.notify_one();
@@ -587,6 +602,18 @@ impl ReaderPool {
                 return Ok(self.guard(reader));
             }
             state = self.returned.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Pauses the readers idle for `idle` or longer, so an idle mount sends the brokers no
+    /// fetches. (Pausing drops what a reader prefetched, so a reader in use is left alone: a
+    /// sequential read keeps its prefetched records.)
+    pub fn pause_idle(&self, idle: Duration) {
+        let mut state = lock(&self.state);
+        for reader in state.idle.iter_mut() {
+            if reader.last_used.elapsed() >= idle {
+                reader.pause();
+            }
         }
     }
 

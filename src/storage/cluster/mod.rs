@@ -163,6 +163,7 @@ impl ClusterStorage {
             partitions: Mutex::new(HashMap::new()),
         };
         storage.shared.refresh_topics()?;
+        start_housekeeping(Arc::downgrade(&storage.shared));
         log::info!(
             "connected to the Kafka-protocol cluster at {}",
             storage.shared.options.client.bootstrap_servers
@@ -178,6 +179,25 @@ impl ClusterStorage {
     /// Bytes of fetched batches cached now.
     pub fn cached_bytes(&self) -> usize {
         lock(&self.shared.cache).used_bytes()
+    }
+}
+
+/// How long a reader may sit idle, still fetching ahead, before it is paused.
+const READER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pauses idle readers twice a second, for as long as the storage exists.
+fn start_housekeeping(shared: std::sync::Weak<Shared>) {
+    let spawned = std::thread::Builder::new()
+        .name("cluster-housekeeping".into())
+        .spawn(move || loop {
+            std::thread::sleep(READER_IDLE / 2);
+            match shared.upgrade() {
+                Some(shared) => shared.readers.pause_idle(READER_IDLE),
+                None => return,
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no housekeeping thread ({e}): idle readers keep fetching");
     }
 }
 

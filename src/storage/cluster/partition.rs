@@ -244,14 +244,13 @@ impl ClusterPartition {
             reader.position = Some((self.topic.clone(), self.partition, next));
             last_record = Instant::now();
         }
-        if records.is_empty() && next == from {
-            log::debug!(
-                "{}-{}: no record from offset {from} within {:?}",
-                self.topic,
-                self.partition,
-                started.elapsed()
-            );
-        }
+        log::debug!(
+            "{}-{}: fetched {} records ({bytes} bytes) from offset {from} in {:?}",
+            self.topic,
+            self.partition,
+            records.len(),
+            started.elapsed()
+        );
         let batches = encode_records(&records)?;
         let chunk = Chunk {
             start: from,
