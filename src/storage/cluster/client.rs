@@ -783,3 +783,93 @@ pub fn to_record(message: &impl Message) -> crate::storage::Record {
         headers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(
+        operation: &'static str,
+        topic: Option<&'static str>,
+        partition: Option<u32>,
+    ) -> Failure<'static> {
+        Failure {
+            operation,
+            topic,
+            partition,
+        }
+    }
+
+    #[test]
+    fn broker_answers_keep_their_file_level_meaning() {
+        use RDKafkaErrorCode as C;
+        let e = kafka_error(
+            on("Metadata", Some("t"), None),
+            KafkaError::MetadataFetch(C::UnknownTopicOrPartition),
+        );
+        assert!(matches!(e, StorageError::UnknownTopic(t) if t == "t"));
+        let e = kafka_error(
+            on("Fetch", Some("t"), Some(3)),
+            KafkaError::MessageConsumption(C::UnknownTopicOrPartition),
+        );
+        assert!(matches!(
+            e,
+            StorageError::UnknownPartition { partition: 3, .. }
+        ));
+        let e = kafka_error(
+            on("CreateTopics", Some("t"), None),
+            KafkaError::AdminOp(C::TopicAlreadyExists),
+        );
+        assert!(matches!(e, StorageError::TopicExists(t) if t == "t"));
+        let e = kafka_error(
+            on("CreatePartitions", Some("t"), None),
+            KafkaError::AdminOp(C::UnsupportedFeature),
+        );
+        assert!(matches!(e, StorageError::Unsupported(_)));
+        let e = kafka_error(
+            on("IncrementalAlterConfigs", Some("t"), None),
+            KafkaError::AdminOp(C::InvalidConfig),
+        );
+        assert!(matches!(e, StorageError::InvalidArgument(_)));
+    }
+
+    #[test]
+    fn connection_loss_and_leader_moves_may_pass_other_failures_do_not() {
+        use RDKafkaErrorCode as C;
+        for code in [
+            C::BrokerTransportFailure,
+            C::AllBrokersDown,
+            C::OperationTimedOut,
+            C::NotLeaderForPartition,
+            C::LeaderNotAvailable,
+        ] {
+            let e = kafka_error(
+                on("Produce", Some("t"), Some(0)),
+                KafkaError::MessageProduction(code),
+            );
+            assert!(
+                matches!(
+                    e,
+                    StorageError::Cluster {
+                        retriable: true,
+                        ..
+                    }
+                ),
+                "{code:?}: {e}"
+            );
+        }
+        let e = kafka_error(
+            on("Produce", Some("t"), Some(0)),
+            KafkaError::MessageProduction(C::InvalidMessage),
+        );
+        match e {
+            StorageError::Cluster {
+                retriable: false,
+                operation,
+                target,
+                ..
+            } => assert_eq!((operation.as_str(), target.as_str()), ("Produce", "t-0")),
+            other => panic!("{other}"),
+        }
+    }
+}
