@@ -799,6 +799,40 @@ mod tests {
     }
 
     #[test]
+    fn cluster_options_parse_and_bad_values_name_the_key() {
+        let none = parse(&[]).unwrap().cluster;
+        assert_eq!(none.first_given(), None);
+        let set = parse(&[
+            "replication.factor=3",
+            "enable.idempotence=false",
+            "fetch.cache.bytes=1048576",
+            "request.timeout.ms=2000",
+        ])
+        .unwrap()
+        .cluster;
+        assert_eq!(set.replication_factor, Some(3));
+        assert_eq!(set.idempotence, Some(false));
+        assert_eq!(set.cache_bytes, Some(1 << 20));
+        assert_eq!(set.request_timeout_ms, Some(2000));
+        assert_eq!(set.first_given(), Some("replication.factor"));
+        assert_eq!(
+            parse(&["replication.factor=-1"])
+                .unwrap()
+                .cluster
+                .replication_factor,
+            Some(-1)
+        );
+        for (bad, key) in [
+            ("replication.factor=0", "replication.factor"),
+            ("enable.idempotence=yes", "enable.idempotence"),
+            ("request.timeout.ms=5", "request.timeout.ms"),
+        ] {
+            let e = parse(&[bad]).unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn invalid_cleanup_settings_are_refused_with_the_key_named() {
         for bad in [
             "log.cleaner.dedupe.buffer.size=lots",
