@@ -33,6 +33,15 @@ use crate::engine::TimestampType;
 /// Key, value and header bytes printed per record; longer ones end in `...`.
 const MAX_PRINTED_CHARS: usize = 200;
 
+/// The files beside the segments of a partition directory that are not segment data.
+const PARTITION_METADATA_FILES: &[&str] = &[
+    crate::engine::checkpoint::CHECKPOINT_FILE,
+    crate::engine::checkpoint::CLEAN_SHUTDOWN_FILE,
+    crate::engine::cleaner::CLEANER_CHECKPOINT_FILE,
+    crate::engine::cleaner::SWAP_MARKER_FILE,
+    crate::engine::keys::KEYS_SNAPSHOT_FILE,
+];
+
 /// Prints every batch and record of each `.log` file (and the entries of each `.index` /
 /// `.timeindex`) to `out`. With `verify`, checks every CRC and every index entry against its
 /// `.log`. Returns `Ok(true)` when no problem was found; problems are printed, not returned as
@@ -43,7 +52,8 @@ const MAX_PRINTED_CHARS: usize = 200;
 /// cross-checks: offsets increasing across batches and not below the file's base offset,
 /// records within their batch's offsets and max timestamp, and every index entry against the
 /// sibling `.log`. Files named `*.deleted`, `*.cleaned` or `*.swap` are dumped by their inner
-/// extension. Only an error writing to `out` is returned as `Err`.
+/// extension. Partition metadata files (checkpoints, the key snapshot) are skipped with a note.
+/// Only an error writing to `out` is returned as `Err`.
 pub fn dump_log(files: &[PathBuf], verify: bool, out: &mut dyn Write) -> std::io::Result<bool> {
     let mut ok = true;
     for path in files {
@@ -52,6 +62,15 @@ pub fn dump_log(files: &[PathBuf], verify: bool, out: &mut dyn Write) -> std::io
             path,
             ok: true,
         };
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if PARTITION_METADATA_FILES.contains(&name.as_ref()) {
+            // Not segment data: a `dump-log --verify <partition dir>/*` stays clean.
+            report.line(format_args!(
+                "Skipping {}: partition metadata, not a segment file",
+                path.display()
+            ))?;
+            continue;
+        }
         report.line(format_args!("Dumping {}", path.display()))?;
         match FileKind::of(path) {
             Some(FileKind::Log) => dump_log_file(&mut report, verify)?,

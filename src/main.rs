@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use log::{error, info, warn};
 
-use lmqfs::engine::{EngineError, LogConfig, LogManager};
+use lmqfs::engine::{CleanupSettings, EngineError, LogConfig, LogManager};
 use lmqfs::fs::{FsOptions, LmqFs};
 use lmqfs::fuse::{self, MountSettings};
 
@@ -53,8 +53,10 @@ enum Cmd {
         /// Stay in the foreground instead of daemonizing.
         #[arg(long)]
         foreground: bool,
-        /// Comma-separated options: allow_other, allow_root, ro, default.partitions=N, and any
-        /// topic config key as a default (compression.type=lz4, retention.ms=..., ...).
+        /// Comma-separated options: allow_other, allow_root, ro, default.partitions=N, any
+        /// topic config key as a default (compression.type=lz4, retention.ms=..., ...), and the
+        /// cleanup settings log.cleaner.dedupe.buffer.size=BYTES (16 MiB),
+        /// log.cleaner.backoff.ms=MS (15 s), log.retention.check.interval.ms=MS (5 min).
         #[arg(short = 'o', value_name = "OPT[,OPT...]", value_delimiter = ',')]
         options: Vec<String>,
     },
@@ -78,6 +80,7 @@ struct MountOptions {
     fsname: Option<String>,
     default_partitions: u32,
     config: Vec<(String, String)>,
+    cleanup: CleanupSettings,
 }
 
 /// Options mount(8) and fstab pass to helpers that mean nothing to lmqfs.
@@ -108,6 +111,24 @@ const IGNORED_OPTIONS: &[&str] = &[
     "default_permissions",
 ];
 
+/// The smallest offset map a cleaner run may have (a few dozen keys per pass: small enough to
+/// try multi-pass cleaning, large enough to make progress).
+const MIN_DEDUPE_BUFFER_BYTES: usize = 1024;
+
+/// A cleanup setting: a decimal integer of at least `min` (in `unit`).
+fn parse_setting<T>(key: &str, value: &str, min: T, unit: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    value
+        .parse::<T>()
+        .ok()
+        .filter(|v| *v >= min)
+        .ok_or_else(|| {
+            format!("{key} must be a whole number of {unit}, at least {min}; got {value:?}")
+        })
+}
+
 fn parse_mount_options(raw: &[String]) -> Result<(MountOptions, LogConfig), String> {
     let mut options = MountOptions {
         default_partitions: 1,
@@ -127,6 +148,18 @@ fn parse_mount_options(raw: &[String]) -> Result<(MountOptions, LogConfig), Stri
                 };
                 match key {
                     "fsname" => options.fsname = Some(value.to_string()),
+                    "log.cleaner.dedupe.buffer.size" => {
+                        options.cleanup.cleaner.dedupe_buffer_bytes =
+                            parse_setting(key, value, MIN_DEDUPE_BUFFER_BYTES, "bytes")?;
+                    }
+                    "log.cleaner.backoff.ms" => {
+                        options.cleanup.cleaner_backoff_ms =
+                            parse_setting(key, value, 1, "milliseconds")?;
+                    }
+                    "log.retention.check.interval.ms" => {
+                        options.cleanup.retention_check_interval_ms =
+                            parse_setting(key, value, 1, "milliseconds")?;
+                    }
                     "default.partitions" => {
                         options.default_partitions = value
                             .parse::<u32>()
@@ -295,7 +328,12 @@ fn serve(
             mountpoint.display()
         ));
     }
-    let manager = match LogManager::open(&data_dir, defaults, options.default_partitions) {
+    let manager = match LogManager::open_with(
+        &data_dir,
+        defaults,
+        options.default_partitions,
+        options.cleanup,
+    ) {
         Ok(m) => Arc::new(m),
         Err(e @ EngineError::DataDirLocked { .. }) => {
             return Err(format!(
@@ -565,6 +603,55 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(options: &[&str]) -> Result<MountOptions, String> {
+        let raw: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        parse_mount_options(&raw).map(|(options, _)| options)
+    }
+
+    #[test]
+    fn cleanup_settings_default_like_kafka_and_parse_from_options() {
+        let defaults = parse(&[]).unwrap().cleanup;
+        assert_eq!(defaults.cleaner.dedupe_buffer_bytes, 16 * 1024 * 1024);
+        assert_eq!(defaults.cleaner_backoff_ms, 15_000);
+        assert_eq!(defaults.retention_check_interval_ms, 300_000);
+        let set = parse(&[
+            "log.cleaner.dedupe.buffer.size=1048576",
+            "log.cleaner.backoff.ms=200",
+            "log.retention.check.interval.ms=1000",
+            "retention.ms=5000",
+        ])
+        .unwrap();
+        assert_eq!(set.cleanup.cleaner.dedupe_buffer_bytes, 1 << 20);
+        assert_eq!(set.cleanup.cleaner_backoff_ms, 200);
+        assert_eq!(set.cleanup.retention_check_interval_ms, 1000);
+        assert_eq!(
+            set.config,
+            [("retention.ms".to_string(), "5000".to_string())]
+        );
+    }
+
+    #[test]
+    fn invalid_cleanup_settings_are_refused_with_the_key_named() {
+        for bad in [
+            "log.cleaner.dedupe.buffer.size=lots",
+            "log.cleaner.dedupe.buffer.size=10",
+            "log.cleaner.dedupe.buffer.size=-1",
+            "log.cleaner.backoff.ms=0",
+            "log.cleaner.backoff.ms=1.5",
+            "log.retention.check.interval.ms=",
+            "log.retention.check.interval.ms=-5",
+        ] {
+            let e = parse(&[bad]).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(e.contains(key), "{bad}: {e}");
         }
     }
 }

@@ -508,3 +508,63 @@ fn kafka_protocol_reads_every_segment_the_log_writes() {
         }
     }
 }
+
+#[test]
+fn kafka_protocol_reads_every_segment_compaction_writes() {
+    use lmqfs::engine::config::CleanupPolicy;
+    use lmqfs::engine::CleanerConfig;
+    for codec in Compression::ALL {
+        let what = codec.name();
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            segment_bytes: 2048,
+            index_interval_bytes: 128,
+            compression_type: codec,
+            cleanup_policy: CleanupPolicy {
+                delete: false,
+                compact: true,
+            },
+            file_delete_delay_ms: 0,
+            ..LogConfig::default()
+        };
+        let log = Log::open(dir.path(), config).unwrap();
+        for round in 0..6 {
+            let batch: Vec<NewRecord> = (0..8)
+                .map(|k| NewRecord {
+                    key: Some(format!("key-{}", (k * 3 + round) % 11).into_bytes()),
+                    // Some tombstones, which get a delete horizon in their batch.
+                    value: (k != 5).then(|| format!("value {round}/{k}").into_bytes()),
+                    headers: vec![header("h", Some(b"v"))],
+                    timestamp: Some(1_700_000_000_000 + round * 100 + k),
+                })
+                .collect();
+            log.append(&batch).unwrap();
+        }
+        log.roll().unwrap();
+        let outcome = log
+            .compact(now_ms(), true, &CleanerConfig::default())
+            .unwrap();
+        assert!(outcome.records_removed > 0, "{what}");
+        let mut ours: Vec<Record> = Vec::new();
+        let mut offset = 0;
+        while offset < log.log_end_offset() {
+            let batches = log.read_batches(offset, 1 << 20).unwrap();
+            for b in &batches {
+                let decoded = lmqfs::engine::record::decode_batch(&b.bytes).unwrap();
+                ours.extend(decoded.records.into_iter().filter(|r| r.offset >= offset));
+                offset = b.header.next_offset();
+            }
+        }
+        log.close().unwrap();
+        let mut theirs = Vec::new();
+        for file in &log_files_in(dir.path()) {
+            assert_crcs_valid(file);
+            theirs.extend(kafka_decode_log_file(file));
+        }
+        assert_eq!(theirs, ours_as_kafka_records(&ours), "{what}");
+        assert!(
+            theirs.iter().any(|r| r.2.is_none()),
+            "{what}: a tombstone kept"
+        );
+    }
+}

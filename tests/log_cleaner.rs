@@ -103,6 +103,16 @@ fn clean_segments_keep_the_latest_record_per_key() {
     log.close().unwrap();
     assert_eq!(files_ending(dir.path(), ".cleaned"), 0);
     assert_eq!(files_ending(dir.path(), ".swap"), 0);
+    // `lmqfs dump-log --verify <partition dir>/*`: cleaned segments and their indexes verify,
+    // the metadata files beside them are skipped.
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    let ok = lmqfs::dump::dump_log(&files, true, &mut out).unwrap();
+    assert!(ok, "{}", String::from_utf8_lossy(&out));
 }
 
 #[test]

@@ -319,6 +319,9 @@ fn mount_with_an_invalid_option_fails() {
         "compression.type=brotli",
         "no.such.option=1",
         "default.partitions=zero",
+        "log.cleaner.dedupe.buffer.size=lots",
+        "log.cleaner.backoff.ms=-1",
+        "log.retention.check.interval.ms=0",
     ] {
         let err = mount_fails(
             &mnt,

@@ -28,7 +28,17 @@ fn mode(path: &std::path::Path) -> u32 {
 fn readme_is_read_only_usage_help() {
     let Some(m) = Mount::new() else { return };
     let readme = read_string(&m.path("README"));
-    for word in ["append", "log", "config", "partitions", "control", "stats"] {
+    for word in [
+        "append",
+        "log",
+        "config",
+        "partitions",
+        "control",
+        "stats",
+        "keys/",
+        "retention",
+        "compact",
+    ] {
         assert!(readme.contains(word), "README does not mention {word}");
     }
     assert_eq!(mode(&m.path("README")) & 0o222, 0, "README is writable");
@@ -252,6 +262,7 @@ fn offset_files_hold_exact_values_and_json_records() {
         "from",
         "time",
         "segments",
+        "keys",
     ] {
         assert!(
             listed.iter().any(|l| l == name),

@@ -719,3 +719,127 @@ pub(crate) fn recover_interrupted_swap(dir: &Path) -> Result<()> {
     super::checkpoint::fsync_dir(dir)?;
     SwapMarker::remove(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(sizes: &[(i64, u64)], last_end: i64) -> Vec<SegmentFacts> {
+        let mut out: Vec<SegmentFacts> = Vec::new();
+        for (i, &(base, size)) in sizes.iter().enumerate() {
+            let end = sizes.get(i + 1).map_or(last_end, |(b, _)| *b);
+            out.push(SegmentFacts {
+                base_offset: base,
+                end_offset: end,
+                size_bytes: size,
+                largest_timestamp: 0,
+                log_path: PathBuf::new(),
+            });
+        }
+        out
+    }
+
+    fn bases(groups: &[Vec<&SegmentFacts>]) -> Vec<Vec<i64>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|s| s.base_offset).collect())
+            .collect()
+    }
+
+    #[test]
+    fn groups_fit_one_segment_by_size() {
+        let config = LogConfig {
+            segment_bytes: 1000,
+            ..LogConfig::default()
+        };
+        let segments = facts(&[(0, 400), (10, 400), (20, 400), (30, 100), (40, 1000)], 50);
+        let refs: Vec<&SegmentFacts> = segments.iter().collect();
+        assert_eq!(
+            bases(&group_segments(&refs, &config)),
+            vec![vec![0, 10], vec![20, 30], vec![40]]
+        );
+    }
+
+    #[test]
+    fn groups_keep_offsets_within_2_pow_31_of_their_base() {
+        let config = LogConfig::default();
+        let max = i32::MAX as i64;
+        // Sparse offsets: tiny segments far apart.
+        let segments = facts(&[(0, 10), (max - 5, 10), (max, 10), (max + 1, 10)], max + 2);
+        let refs: Vec<&SegmentFacts> = segments.iter().collect();
+        // Last offsets max-6, max-1 and max are within i32::MAX of base 0; max+1 is not.
+        assert_eq!(
+            bases(&group_segments(&refs, &config)),
+            vec![vec![0, max - 5, max], vec![max + 1]]
+        );
+    }
+
+    #[test]
+    fn groups_keep_the_index_within_segment_index_bytes() {
+        let config = LogConfig {
+            segment_bytes: 1 << 30,
+            index_interval_bytes: 100,
+            segment_index_bytes: 12 * 30,
+            ..LogConfig::default()
+        };
+        // 1000 bytes need about 12 time index entries: two fit (24 + 2), three do not.
+        let segments = facts(&[(0, 1000), (10, 1000), (20, 1000)], 30);
+        let refs: Vec<&SegmentFacts> = segments.iter().collect();
+        assert_eq!(
+            bases(&group_segments(&refs, &config)),
+            vec![vec![0, 10], vec![20]]
+        );
+    }
+
+    #[test]
+    fn checkpoint_and_marker_round_trip_and_refuse_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            CleanerCheckpoint::read(dir.path()).unwrap(),
+            CleanerCheckpoint::default()
+        );
+        CleanerCheckpoint {
+            first_dirty_offset: 42,
+        }
+        .write(dir.path())
+        .unwrap();
+        assert_eq!(
+            CleanerCheckpoint::read(dir.path())
+                .unwrap()
+                .first_dirty_offset,
+            42
+        );
+        assert_eq!(SwapMarker::read(dir.path()).unwrap(), None);
+        let marker = SwapMarker {
+            base_offset: 5,
+            end_offset: 9,
+        };
+        marker.write(dir.path()).unwrap();
+        assert_eq!(SwapMarker::read(dir.path()).unwrap(), Some(marker));
+        SwapMarker::remove(dir.path()).unwrap();
+        assert_eq!(SwapMarker::read(dir.path()).unwrap(), None);
+        for garbage in [
+            "first_dirty_offset=x\n",
+            "version=2\nfirst_dirty_offset=1\n",
+            "nonsense",
+        ] {
+            std::fs::write(dir.path().join(CLEANER_CHECKPOINT_FILE), garbage).unwrap();
+            assert!(
+                matches!(
+                    CleanerCheckpoint::read(dir.path()),
+                    Err(EngineError::Corrupt { .. })
+                ),
+                "{garbage:?}"
+            );
+        }
+        std::fs::write(
+            dir.path().join(SWAP_MARKER_FILE),
+            "version=1\nbase_offset=9\nend_offset=5\n",
+        )
+        .unwrap();
+        assert!(SwapMarker::read(dir.path()).is_err());
+        // A broken marker is dropped at recovery rather than acted on.
+        recover_interrupted_swap(dir.path()).unwrap();
+        assert!(!dir.path().join(SWAP_MARKER_FILE).exists());
+    }
+}

@@ -72,6 +72,10 @@ pub enum EngineError {
 
     #[error("the log is closed")]
     Closed,
+
+    /// The storage behind the mount cannot do this (a cluster has no local segments to roll).
+    #[error("not supported by this storage: {0}")]
+    Unsupported(String),
 }
 
 impl EngineError {

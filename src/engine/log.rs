@@ -1,4 +1,19 @@
 //! The partition log: an ordered list of segments, the last of which is active.
+//!
+//! A partition directory holds, besides the segments:
+//! - `lmqfs-checkpoint`: recovery point and log start offset ([`super::checkpoint`]);
+//! - `.lmqfs-clean-shutdown`: present only after a clean close;
+//! - `lmqfs-cleaner-checkpoint`: the first offset compaction has not seen
+//!   ([`super::cleaner`]), and `lmqfs-cleaner-swap` while a compaction swap is in flight;
+//! - `lmqfs-keys-snapshot`: the key index as of the last clean close ([`super::keys`]);
+//! - `*.deleted`: segments retention or compaction removed, kept for `file.delete.delay.ms`.
+//!
+//! Cleanup and readers: retention and compaction never rewrite a segment in place; they take
+//! segments out of the list (retired, renamed `.deleted`, still open) and put compacted copies
+//! in. Each such change, and each `delete_records`, starts a new *view generation*. A reader
+//! that started in an older generation (an open `log` file) asks [`Log::read_batches_at`] and
+//! gets the segments of its generation: retired ones while their files are kept, none of the
+//! copies written after it. New readers get the current generation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -62,7 +77,9 @@ pub struct LogStats {
     pub size_bytes: u64,
     pub segment_count: usize,
     pub last_roll: Option<RollOutcome>,
+    /// The last retention run that deleted segments.
     pub last_retention: Option<RetentionOutcome>,
+    /// The last compaction run that cleaned (was not skipped).
     pub last_compaction: Option<CompactionOutcome>,
     /// The cleaner checkpoint: offsets below it have been compacted.
     pub first_dirty_offset: i64,
@@ -672,7 +689,9 @@ impl Log {
         if !doomed.is_empty() {
             info!("{}: retention: {outcome}", self.dir.display());
         }
-        inner.last_retention = Some(outcome.clone());
+        if outcome.segments_deleted > 0 {
+            inner.last_retention = Some(outcome.clone());
+        }
         inner.delete_expired(now_ms)?;
         Ok(outcome)
     }
@@ -689,12 +708,18 @@ impl Log {
     ) -> Result<CompactionOutcome> {
         let _cleanup = lock_unpoisoned(&self.cleanup);
         let result = cleaner::clean(self, now_ms, force, cleaner);
-        if let Err(e) = &result {
-            error!("{}: compaction failed: {e}", self.dir.display());
+        match &result {
+            Err(EngineError::Closed) => {
+                info!("{}: compaction stopped: log closed", self.dir.display())
+            }
+            Err(e) => error!("{}: compaction failed: {e}", self.dir.display()),
+            Ok(_) => {}
         }
         let mut inner = self.lock();
         if let Ok(outcome) = &result {
-            inner.last_compaction = Some(outcome.clone());
+            if outcome.skipped.is_none() {
+                inner.last_compaction = Some(outcome.clone());
+            }
         }
         inner.delete_expired(now_ms)?;
         result
@@ -878,6 +903,12 @@ impl Log {
     ) -> Result<()> {
         let mut inner = self.lock_open()?;
         inner.next_tombstone_horizon_ms = next_tombstone_horizon_ms;
+        if outcome.tombstones_removed > 0 && inner.keys.is_none() {
+            // A snapshot older than a dropped tombstone would bring its key back to life: the
+            // next use rebuilds the index from the log instead. (A loaded index saw the
+            // tombstone when it was appended.)
+            KeyIndex::remove_snapshot(&self.dir)?;
+        }
         let first_dirty_offset = outcome
             .first_dirty_offset
             .clamp(inner.log_start_offset, inner.log_end_offset);

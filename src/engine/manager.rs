@@ -42,7 +42,12 @@
 //! `topics`, ...) take a read lock on the topic table only. Changes to the set of topics, their
 //! partition counts or configs are serialised by one admin mutex and do their disk I/O outside
 //! the table lock. A background thread calls `Log::flush_if_due` on every log every 100 ms, which
-//! is how `flush.ms` is honoured.
+//! is how `flush.ms` is honoured. A second one, the cleaner, runs retention on every log each
+//! `log.retention.check.interval.ms`, compacts the compacted logs whose dirty ratio asks for it
+//! each `log.cleaner.backoff.ms`, and removes `.deleted` segment files once their
+//! `file.delete.delay.ms` has passed (see [`CleanupSettings`]). It works on one log at a time,
+//! holding only that log's locks, and stops at shutdown: closing a log makes a compaction in
+//! progress give up at its next check.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};

@@ -6,9 +6,9 @@
 //! appended and the pending remainder is discarded too, so the file continues from a clean
 //! line boundary.
 
-use crate::engine::NewRecord;
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::json::parse_record_line;
+use crate::storage::NewRecord;
 
 /// How lines of an append file become records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

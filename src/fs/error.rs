@@ -3,7 +3,7 @@
 //! The FUSE adapter turns each variant into one errno in a single exhaustive `match`
 //! (`crate::fuse::errno`), so a new variant forces an errno decision there.
 
-use crate::engine::EngineError;
+use crate::storage::StorageError;
 
 pub type FsResult<T> = std::result::Result<T, FsError>;
 
@@ -30,6 +30,10 @@ pub enum FsError {
     #[error("bad file handle: {0}")]
     BadHandle(String),
 
+    /// A name longer than a file name may be (255 bytes).
+    #[error("name too long: {0}")]
+    NameTooLong(String),
+
     /// A directory operation on a file, or the reverse.
     #[error("not a directory: {0}")]
     NotADirectory(String),
@@ -49,9 +53,9 @@ pub enum FsError {
     #[error("view data no longer available: {0}")]
     Gone(String),
 
-    /// The engine refused or failed; its error says why.
+    /// Storage refused or failed; its error says why.
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Storage(#[from] StorageError),
 
     /// A local I/O error outside the engine (raw segment reads).
     #[error("I/O error on {what}: {source}")]

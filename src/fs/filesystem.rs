@@ -5,7 +5,7 @@
 //!
 //! Caching decisions (the adapter passes them on to the kernel):
 //! - Every file is opened `direct_io` ([`CachePolicy::DirectIo`]): each `read()` reaches us and
-//!   is answered from the log as it is now, and writes to `append` go straight to the engine.
+//!   is answered from the log as it is now, and writes to `append` go straight to storage.
 //!   Views (`log`, `log.jsonl`, `from/*`) were first page-cached per generation inode (their
 //!   bytes below a size never change), but with concurrent readers of a growing view the
 //!   kernel can keep a page that a short read at the old end-of-file zero-filled while it
@@ -20,7 +20,7 @@
 //!   (mkdir, rmdir) invalidate the kernel's entries themselves.
 //!
 //! Lock order: `inodes`, `handles`, `views` and `outcomes` are leaf locks: none is held while
-//! taking another or while calling into the engine, except `views` around creating a map
+//! taking another or while calling into storage, except `views` around creating a map
 //! (which does no I/O) and a handle's own `pending` mutex around its append.
 
 use std::collections::HashMap;
@@ -32,19 +32,21 @@ use std::time::{Duration, SystemTime};
 
 use log::{debug, info};
 
-use crate::engine::{now_ms, EngineError, Log, LogConfig, LogManager};
 use crate::fs::append::{AppendFormat, PendingLine};
-use crate::fs::control::{self, Command, Outcome, OutcomeLog, Scope};
+use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::inode::{InodeTable, ROOT_INO};
 use crate::fs::json::record_json_line;
+use crate::fs::keys::KeyBuffer;
 use crate::fs::node::{
     self, is_segment_file_name, parse_from_entry, parse_partition, parse_partition_entry,
     parse_topic_file, partition_dir_name, partition_file_name, topic_file_name, Node, PartitionDir,
     PartitionEntry, PartitionFile, PartitionId, RecordFormat, TopicFile, ViewId, ViewKind,
 };
-use crate::fs::time::{format_rfc3339_ms, parse_timestamp_ms};
+use crate::fs::stats::stats_json;
+use crate::fs::time::parse_timestamp_ms;
 use crate::fs::view::{Cursor, ViewMap};
+use crate::storage::{Partition, Storage, StorageError};
 
 /// Attribute and entry lifetime of directories.
 pub const DIR_TTL: Duration = Duration::from_secs(1);
@@ -69,14 +71,26 @@ lmqfs: a Kafka-style commit log as files.
   TOPIC/P/log, log.jsonl             read: every record, one per line (tail -f works)
   TOPIC/P/from/OFFSET[.jsonl]        read: like log, from OFFSET on
   TOPIC/P/time/T                     read: first offset with timestamp >= T (ms or RFC 3339)
-  TOPIC/P/stats                      read: JSON facts about the partition
+  TOPIC/P/keys/                      ls: live keys; cat KEY: latest value;
+                                     echo v > KEY: append a keyed record (on close);
+                                     rm KEY: append a tombstone
+  TOPIC/P/stats                      read: JSON facts about the partition, last cleanup runs
   TOPIC/P/control                    write: roll | flush | retention | compact
                                             | delete-records OFFSET
   TOPIC/P/segments/                  read: the raw segment and index files
 
+Cleanup: retention deletes old segments (retention.ms, retention.bytes, delete-records);
+compaction (cleanup.policy=compact) keeps the latest record per key, offsets unchanged.
+Both run in the background and on command; a command returns when it finished.
+A compacted topic refuses records without a key (EINVAL): use keys/ or append.jsonl.
+An open log keeps its byte positions across cleanup; a new open sees the log as it is now.
+
 Examples:
   mkdir orders && echo 'hello' > orders/0/append && cat orders/0/log
   tail -f orders/0/log.jsonl | jq .value
+  mkdir users && echo cleanup.policy=compact > users/config
+  echo alice > users/0/keys/u1 && cat users/0/keys/u1 && ls users/0/keys
+  echo compact > users/0/control && cat users/0/stats
 ";
 
 /// File or directory.
@@ -127,10 +141,10 @@ pub enum AccessMode {
 }
 
 impl AccessMode {
-    fn reads(self) -> bool {
+    pub fn reads(self) -> bool {
         matches!(self, AccessMode::Read | AccessMode::ReadWrite)
     }
-    fn writes(self) -> bool {
+    pub fn writes(self) -> bool {
         matches!(self, AccessMode::Write | AccessMode::ReadWrite)
     }
 }
@@ -170,11 +184,11 @@ pub struct FsOptions {
 struct ViewKey {
     partition: PartitionId,
     kind: ViewKind,
-    generation: i64,
+    generation: u64,
 }
 
 /// An open file.
-enum Handle {
+pub(super) enum Handle {
     /// Content rendered at open (README, stats, `<offset>`, `time/<T>`, ...).
     Snapshot(Vec<u8>),
     /// `control`, `config`, `partitions`: each write is applied at once; reads see the
@@ -185,7 +199,7 @@ enum Handle {
     },
     Append {
         partition: PartitionId,
-        log: Arc<Log>,
+        log: Arc<dyn Partition>,
         format: AppendFormat,
         pending: Mutex<PendingLine>,
     },
@@ -199,22 +213,31 @@ enum Handle {
         file: std::fs::File,
         name: String,
     },
+    /// `keys/<key>`: see [`crate::fs::keys`].
+    Key {
+        partition: PartitionId,
+        log: Arc<dyn Partition>,
+        key: Arc<str>,
+        writable: bool,
+        buffer: Mutex<KeyBuffer>,
+    },
 }
 
-/// The filesystem semantics over a [`LogManager`]. Shareable across threads.
+/// The filesystem semantics over a [`Storage`] (the embedded engine, or a cluster).
+/// Shareable across threads.
 pub struct LmqFs {
-    manager: Arc<LogManager>,
+    storage: Arc<dyn Storage>,
     options: FsOptions,
     started: SystemTime,
-    inodes: Mutex<InodeTable>,
+    pub(super) inodes: Mutex<InodeTable>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     views: Mutex<HashMap<ViewKey, Arc<ViewMap>>>,
     /// Recent control outcomes by scope: "" (root), "topic", "topic/partition".
-    outcomes: Mutex<HashMap<String, OutcomeLog>>,
+    pub(super) outcomes: Mutex<HashMap<String, OutcomeLog>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every structure behind these locks stays consistent across a panic in another request
     // (each update is a single insert/remove), so a poisoned lock is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -225,9 +248,9 @@ fn name_str(name: &OsStr) -> FsResult<&str> {
 }
 
 impl LmqFs {
-    pub fn new(manager: Arc<LogManager>, options: FsOptions) -> LmqFs {
+    pub fn new(storage: Arc<dyn Storage>, options: FsOptions) -> LmqFs {
         LmqFs {
-            manager,
+            storage,
             options,
             started: SystemTime::now(),
             inodes: Mutex::new(InodeTable::new()),
@@ -238,8 +261,8 @@ impl LmqFs {
         }
     }
 
-    pub fn manager(&self) -> &Arc<LogManager> {
-        &self.manager
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     fn node(&self, ino: u64) -> FsResult<Node> {
@@ -249,14 +272,14 @@ impl LmqFs {
             .ok_or_else(|| FsError::not_found(format!("inode {ino}")))
     }
 
-    fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
         lock(&self.handles)
             .get(&fh)
             .cloned()
             .ok_or_else(|| FsError::BadHandle(format!("unknown file handle {fh}")))
     }
 
-    fn check_writable_mount(&self) -> FsResult<()> {
+    pub(super) fn check_writable_mount(&self) -> FsResult<()> {
         if self.options.read_only {
             Err(FsError::ReadOnly)
         } else {
@@ -266,20 +289,20 @@ impl LmqFs {
 
     // ----- resolving names -------------------------------------------------------------
 
-    fn topic_exists(&self, topic: &str) -> FsResult<u32> {
-        match self.manager.partition_count(topic) {
+    pub(super) fn topic_exists(&self, topic: &str) -> FsResult<u32> {
+        match self.storage.partition_count(topic) {
             Ok(n) => Ok(n),
-            Err(EngineError::UnknownTopic(_)) => {
+            Err(StorageError::UnknownTopic(_)) => {
                 Err(FsError::not_found(format!("topic {topic:?}")))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn partition_log(&self, p: &PartitionId) -> FsResult<Arc<Log>> {
-        match self.manager.log(&p.topic, p.partition) {
+    pub(super) fn partition_log(&self, p: &PartitionId) -> FsResult<Arc<dyn Partition>> {
+        match self.storage.partition(&p.topic, p.partition) {
             Ok(log) => Ok(log),
-            Err(EngineError::UnknownTopic(_) | EngineError::UnknownPartition { .. }) => {
+            Err(StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. }) => {
                 Err(FsError::not_found(format!("partition {p}")))
             }
             Err(e) => Err(e.into()),
@@ -299,17 +322,18 @@ impl LmqFs {
             }
             Node::Record(p, offset, _) => self.read_record(p, *offset).map(drop),
             Node::Segment(p, name) => self.segment_path(p, name).map(drop),
+            Node::Key(p, key) => self.key_value(p, key).map(drop),
         }
     }
 
-    fn read_record(&self, p: &PartitionId, offset: i64) -> FsResult<crate::engine::Record> {
+    fn read_record(&self, p: &PartitionId, offset: i64) -> FsResult<crate::storage::Record> {
         let log = self.partition_log(p)?;
         match log.read_record(offset) {
             Ok(Some(record)) => Ok(record),
             Ok(None) => Err(FsError::not_found(format!(
                 "offset {offset} of {p}: removed by compaction"
             ))),
-            Err(EngineError::OffsetOutOfRange {
+            Err(StorageError::OffsetOutOfRange {
                 log_start_offset,
                 log_end_offset,
                 ..
@@ -347,7 +371,7 @@ impl LmqFs {
                 node::README => Ok(Node::Readme),
                 node::CONTROL => Ok(Node::RootControl),
                 _ => {
-                    if LogManager::validate_topic_name(name).is_err() {
+                    if self.storage.validate_topic_name(name).is_err() {
                         return Err(missing());
                     }
                     self.topic_exists(name)?;
@@ -372,12 +396,7 @@ impl LmqFs {
                 Ok(match entry {
                     PartitionEntry::File(f) => Node::PartitionFile(p.clone(), f),
                     PartitionEntry::Dir(d) => Node::PartitionDir(p.clone(), d),
-                    PartitionEntry::View(kind) => Node::View(ViewId {
-                        partition: p.clone(),
-                        kind,
-                        generation: log.log_start_offset(),
-                        from: None,
-                    }),
+                    PartitionEntry::View(kind) => Self::current_view(p, kind, None, &*log),
                     PartitionEntry::Record(offset, format) => {
                         self.read_record(p, offset)?;
                         Node::Record(p.clone(), offset, format)
@@ -387,19 +406,20 @@ impl LmqFs {
             Node::PartitionDir(p, PartitionDir::From) => {
                 let (offset, kind) = parse_from_entry(name).ok_or_else(missing)?;
                 let log = self.partition_log(p)?;
-                let (start, end) = (log.log_start_offset(), log.log_end_offset());
+                let view = Self::current_view(p, kind, Some(offset), &*log);
+                let start = match &view {
+                    Node::View(v) => v.start_offset,
+                    _ => unreachable!("current_view makes a view"),
+                };
+                let end = log.log_end_offset();
                 if offset < start || offset > end {
                     return Err(FsError::not_found(format!(
                         "from/{offset} of {p}: outside [{start}, {end}]"
                     )));
                 }
-                Ok(Node::View(ViewId {
-                    partition: p.clone(),
-                    kind,
-                    generation: start,
-                    from: Some(offset),
-                }))
+                Ok(view)
             }
+            Node::PartitionDir(p, PartitionDir::Keys) => self.resolve_key(p, name),
             Node::PartitionDir(p, PartitionDir::Time) => {
                 self.partition_log(p)?;
                 let ms = parse_timestamp_ms(name).ok_or_else(|| {
@@ -415,6 +435,23 @@ impl LmqFs {
             }
             _ => Err(FsError::NotADirectory(parent.describe())),
         }
+    }
+
+    /// The view node of `kind` (from `from`, if given) at the log's current view generation.
+    fn current_view(
+        p: &PartitionId,
+        kind: ViewKind,
+        from: Option<i64>,
+        log: &dyn Partition,
+    ) -> Node {
+        let generation = log.view_generation();
+        Node::View(ViewId {
+            partition: p.clone(),
+            kind,
+            generation: generation.generation,
+            start_offset: generation.log_start_offset,
+            from,
+        })
     }
 
     // ----- attributes ------------------------------------------------------------------
@@ -437,7 +474,11 @@ impl LmqFs {
         views.retain(|k, _| {
             !(k.partition == key.partition && k.kind == key.kind && k.generation < key.generation)
         });
-        let map = Arc::new(ViewMap::new(log, view.kind, view.generation));
+        let generation = crate::storage::ViewGeneration {
+            generation: view.generation,
+            log_start_offset: view.start_offset,
+        };
+        let map = Arc::new(ViewMap::new(log, view.kind, generation));
         views.insert(key, map.clone());
         Ok(map)
     }
@@ -451,35 +492,18 @@ impl LmqFs {
     }
 
     fn config_text(&self, topic: &str) -> FsResult<String> {
-        Ok(self.manager.topic_config(topic)?.to_properties())
+        Ok(self.storage.describe_config(topic)?.to_properties())
     }
 
     fn stats_text(&self, p: &PartitionId) -> FsResult<String> {
         let stats = self.partition_log(p)?.stats();
-        let last_roll = stats.last_roll.map(|r| {
-            serde_json::json!({
-                "time_ms": r.time_ms,
-                "time": format_rfc3339_ms(r.time_ms),
-                "reason": r.reason,
-                "new_base_offset": r.new_base_offset,
-            })
-        });
-        let value = serde_json::json!({
-            "log_start_offset": stats.log_start_offset,
-            "log_end_offset": stats.log_end_offset,
-            "recovery_point": stats.recovery_point,
-            "size_bytes": stats.size_bytes,
-            "segment_count": stats.segment_count,
-            "last_roll": last_roll,
-            "last_retention": null,
-            "last_compaction": null,
-        });
-        let mut text = serde_json::to_string_pretty(&value).expect("JSON of plain values");
+        let mut text =
+            serde_json::to_string_pretty(&stats_json(&stats)).expect("JSON of plain values");
         text.push('\n');
         Ok(text)
     }
 
-    fn outcome_scope(node: &Node) -> Option<(String, Scope)> {
+    pub(super) fn outcome_scope(node: &Node) -> Option<(String, Scope)> {
         match node {
             Node::RootControl => Some((String::new(), Scope::Root)),
             Node::TopicFile(t, TopicFile::Control) => Some((t.to_string(), Scope::Topic)),
@@ -522,9 +546,10 @@ impl LmqFs {
                 record_json_line(&self.read_record(p, *offset)?)
             }
             Node::Time(p, ms) => {
-                let offset = self.partition_log(p)?.offset_for_timestamp(*ms)?;
+                let offset = self.partition_log(p)?.list_offsets(*ms)?;
                 format!("{offset}\n").into_bytes()
             }
+            Node::Key(p, key) => self.key_value(p, key)?,
             Node::Root
             | Node::Topic(_)
             | Node::Partition(_)
@@ -539,7 +564,12 @@ impl LmqFs {
         })
     }
 
-    fn attr_of(&self, ino: u64, node: &Node, handle: Option<&Handle>) -> FsResult<Entry> {
+    pub(super) fn attr_of(
+        &self,
+        ino: u64,
+        node: &Node,
+        handle: Option<&Handle>,
+    ) -> FsResult<Entry> {
         let dir = |nlink: u32| Attr {
             ino,
             kind: FileKind::Directory,
@@ -557,11 +587,11 @@ impl LmqFs {
             mtime: self.started,
         };
         let attr = match node {
-            Node::Root => dir(2 + self.manager.topics().len() as u32),
+            Node::Root => dir(2 + self.storage.topics().len() as u32),
             Node::Topic(t) => dir(2 + self.topic_exists(t)?),
             Node::Partition(p) => {
                 self.partition_log(p)?;
-                dir(2 + 3)
+                dir(2 + 4)
             }
             Node::PartitionDir(p, _) => {
                 self.partition_log(p)?;
@@ -616,6 +646,7 @@ impl LmqFs {
                 };
                 file(0o444, size)
             }
+            Node::Key(p, key) => file(0o644, self.key_size(p, key, handle)?),
         };
         let ttl = if node.is_dir() { DIR_TTL } else { FILE_TTL };
         Ok(Entry { attr, ttl })
@@ -651,6 +682,14 @@ impl LmqFs {
                 node.describe()
             )));
         }
+        if let (Some(size), Node::Key(p, key)) = (change.size, &node) {
+            // A key file is a value: truncating changes it (through the open file, at close).
+            match fh.map(|fh| self.handle(fh)).transpose()? {
+                Some(handle) => self.truncate_open_key(&handle, size)?,
+                None => self.truncate_key(p, key, size)?,
+            }
+            return self.getattr(ino, fh);
+        }
         if let Some(size) = change.size {
             let truncatable = matches!(
                 node,
@@ -680,7 +719,7 @@ impl LmqFs {
             Node::Root => {
                 children.push((Node::Readme, node::README.into()));
                 children.push((Node::RootControl, node::CONTROL.into()));
-                for topic in self.manager.topics() {
+                for topic in self.storage.topics() {
                     children.push((Node::Topic(Arc::from(topic.as_str())), topic));
                 }
             }
@@ -709,15 +748,9 @@ impl LmqFs {
                     (ViewKind::Log, node::LOG),
                     (ViewKind::Jsonl, node::LOG_JSONL),
                 ] {
-                    let view = ViewId {
-                        partition: p.clone(),
-                        kind,
-                        generation: log.log_start_offset(),
-                        from: None,
-                    };
-                    children.push((Node::View(view), name.into()));
+                    children.push((Self::current_view(p, kind, None, &*log), name.into()));
                 }
-                for d in [PartitionDir::From, PartitionDir::Time] {
+                for d in [PartitionDir::From, PartitionDir::Time, PartitionDir::Keys] {
                     children.push((
                         Node::PartitionDir(p.clone(), d),
                         partition_dir_name(d).into(),
@@ -739,6 +772,7 @@ impl LmqFs {
                 // Offsets and times resolve by name only: a partition may hold billions.
                 self.partition_log(p)?;
             }
+            Node::PartitionDir(p, PartitionDir::Keys) => children = self.list_keys(p)?,
             Node::PartitionDir(p, PartitionDir::Segments) => {
                 let log = self.partition_log(p)?;
                 for segment in log.segments() {
@@ -788,7 +822,35 @@ impl LmqFs {
         fh
     }
 
-    pub fn open(&self, ino: u64, mode: AccessMode) -> FsResult<Opened> {
+    /// The buffer length of an open file of `keys/<key>` of `p`, if there is one (the largest).
+    /// Scans the open files: used only for a key that is not live yet.
+    pub(super) fn open_key_buffer_len(&self, p: &PartitionId, key: &str) -> Option<u64> {
+        let handles: Vec<Arc<Handle>> = lock(&self.handles).values().cloned().collect();
+        handles
+            .iter()
+            .filter_map(|h| match &**h {
+                Handle::Key {
+                    partition,
+                    key: k,
+                    buffer,
+                    ..
+                } if partition == p && &**k == key => Some(lock(buffer).len() as u64),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// Registers an open file; every file is opened direct I/O (see the module docs).
+    pub(super) fn open_handle(&self, handle: Handle) -> Opened {
+        Opened {
+            fh: self.insert_handle(handle),
+            cache: CachePolicy::DirectIo,
+        }
+    }
+
+    /// `open(2)`. `truncate` is `O_TRUNC`: ignored by append, `config`, `partitions` and
+    /// `control` files (so `>` works), it empties an open key file.
+    pub fn open(&self, ino: u64, mode: AccessMode, truncate: bool) -> FsResult<Opened> {
         let node = self.node(ino)?;
         let refuse = |why: &str| Err(FsError::AccessDenied(format!("{}: {why}", node.describe())));
         let direct = |fh| {
@@ -876,6 +938,7 @@ impl LmqFs {
                     name: name.to_string(),
                 }))
             }
+            Node::Key(p, key) => self.open_key(p, key, mode, truncate),
         }
     }
 
@@ -892,6 +955,7 @@ impl LmqFs {
             Handle::Append { partition, .. } => Err(FsError::BadHandle(format!(
                 "{partition}: append files are write-only"
             ))),
+            Handle::Key { buffer, .. } => Ok(slice(lock(buffer).content())),
             Handle::View { map, base, cursor } => {
                 let hint = *lock(cursor);
                 let (data, next) = map.read(base + offset, size as usize, hint)?;
@@ -921,7 +985,9 @@ impl LmqFs {
         }
     }
 
-    pub fn write(&self, _ino: u64, fh: u64, data: &[u8]) -> FsResult<u32> {
+    /// `write(2)` of `data` at file position `offset` (which only key files use: the others
+    /// append or take commands whatever the position).
+    pub fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         let written = u32::try_from(data.len()).map_err(|_| FsError::invalid("write too large"))?;
         match &*handle {
@@ -945,7 +1011,7 @@ impl LmqFs {
                     let limit = log.config().max_message_bytes as usize;
                     if pending.len() + data.len() > limit {
                         pending.clear();
-                        return Err(EngineError::RecordTooLarge {
+                        return Err(StorageError::RecordTooLarge {
                             size: pending.len() + data.len(),
                             max_message_bytes: limit,
                         }
@@ -967,14 +1033,22 @@ impl LmqFs {
                 self.apply_write(node, data)?;
                 Ok(written)
             }
+            Handle::Key { .. } => {
+                self.write_key(&handle, offset, data)?;
+                Ok(written)
+            }
             Handle::Snapshot(_) | Handle::View { .. } | Handle::Segment { .. } => {
                 Err(FsError::BadHandle("file is read-only".into()))
             }
         }
     }
 
-    /// Appends the pending unterminated line of an append handle, if any.
-    fn append_pending(&self, handle: &Handle) -> FsResult<()> {
+    /// Appends what a handle holds back until close: the pending unterminated line of an append
+    /// file, the value of a written key file.
+    fn append_pending(&self, handle: &Handle, released: bool) -> FsResult<()> {
+        if let Handle::Key { .. } = handle {
+            return self.append_key_value(handle, released);
+        }
         if let Handle::Append {
             partition,
             log,
@@ -997,13 +1071,13 @@ impl LmqFs {
     /// Called on every `close()` of a descriptor.
     pub fn flush(&self, _ino: u64, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
-        self.append_pending(&handle)
+        self.append_pending(&handle, false)
     }
 
     pub fn release(&self, _ino: u64, fh: u64) -> FsResult<()> {
         let handle = lock(&self.handles).remove(&fh);
         match handle {
-            Some(handle) => self.append_pending(&handle),
+            Some(handle) => self.append_pending(&handle, true),
             None => Ok(()),
         }
     }
@@ -1027,7 +1101,7 @@ impl LmqFs {
         self.check_writable_mount()?;
         let name = std::str::from_utf8(name.as_bytes())
             .map_err(|_| FsError::invalid("topic names are ASCII [A-Za-z0-9._-]"))?;
-        self.manager.create_topic(name, None, &[])?;
+        self.storage.create_topic(name, None, &[])?;
         info!("created topic {name:?}");
         let node = Node::Topic(Arc::from(name));
         let mut inodes = lock(&self.inodes);
@@ -1051,7 +1125,7 @@ impl LmqFs {
         match &node {
             Node::Topic(t) => {
                 self.check_writable_mount()?;
-                self.manager.delete_topic(t)?;
+                self.storage.delete_topic(t)?;
                 self.forget_topic_state(t);
                 info!("deleted topic {t:?}");
                 Ok(())
@@ -1067,6 +1141,9 @@ impl LmqFs {
     pub fn unlink(&self, parent: u64, name: &OsStr, caller: Caller) -> FsResult<()> {
         let parent_node = self.node(parent)?;
         let node = self.resolve(&parent_node, name_str(name)?)?;
+        if let Node::Key(p, key) = &node {
+            return self.remove_key(p, key);
+        }
         if node.is_dir() {
             return Err(FsError::IsADirectory(node.describe()));
         }
@@ -1111,127 +1188,36 @@ impl LmqFs {
         )))
     }
 
-    pub fn create(&self, parent: u64, name: &OsStr) -> FsResult<()> {
-        let parent_node = self.node(parent)?;
-        Err(FsError::not_permitted(format!(
-            "create {}/{}: files cannot be created here (mkdir in the root creates a topic)",
-            parent_node.describe(),
-            name.to_string_lossy()
-        )))
-    }
-
-    // ----- writes to control, config and partitions -----------------------------------
-
-    fn apply_write(&self, node: &Node, data: &[u8]) -> FsResult<()> {
-        match node {
-            Node::TopicFile(t, TopicFile::Config) => {
-                let text = std::str::from_utf8(data)
-                    .map_err(|_| FsError::invalid("config must be UTF-8 key=value lines"))?;
-                let pairs = LogConfig::parse_properties(text).map_err(EngineError::from)?;
-                if pairs.is_empty() {
-                    return Ok(());
-                }
-                self.manager.alter_topic_config(t, &pairs)?;
-                info!("topic {t:?}: config changed: {pairs:?}");
-                Ok(())
-            }
-            Node::TopicFile(t, TopicFile::Partitions) => {
-                let text = std::str::from_utf8(data).unwrap_or("").trim();
-                let requested = text.parse::<u32>().map_err(|_| {
-                    FsError::invalid(format!(
-                        "partitions: expected a partition count, got {text:?}"
-                    ))
-                })?;
-                let current = self.topic_exists(t)?;
-                if requested != current {
-                    self.manager.set_partition_count(t, requested)?;
-                    info!("topic {t:?}: partitions {current} -> {requested}");
-                }
-                Ok(())
-            }
-            Node::RootControl
-            | Node::TopicFile(_, TopicFile::Control)
-            | Node::PartitionFile(_, PartitionFile::Control) => {
-                let (key, scope) = Self::outcome_scope(node).expect("a control node");
-                let command = control::parse_command(data, scope)?;
-                let result = self.run_command(node, command);
-                let outcome = Outcome {
-                    time_ms: now_ms(),
-                    command: command.name(),
-                    result: match &result {
-                        Ok(detail) => Ok(detail.clone()),
-                        Err(e) => Err(e.to_string()),
-                    },
-                };
-                lock(&self.outcomes).entry(key).or_default().push(outcome);
-                result.map(drop)
-            }
-            _ => Err(FsError::BadHandle(format!(
-                "{} is not writable",
-                node.describe()
-            ))),
+    /// `create` (open with `O_CREAT` of a name that does not exist): only in `keys/`, where it
+    /// makes a key file (see [`crate::fs::keys`]); EPERM anywhere else.
+    pub fn create(&self, parent: u64, name: &OsStr, mode: AccessMode) -> FsResult<(Entry, Opened)> {
+        match self.node(parent)? {
+            Node::PartitionDir(p, PartitionDir::Keys) => self.create_key(&p, name, mode),
+            _ => Err(self.refuse_creation(parent, name)),
         }
     }
 
-    fn run_command(&self, node: &Node, command: Command) -> FsResult<String> {
-        let partitions = |topic: &Arc<str>| -> FsResult<Vec<Arc<Log>>> {
-            let count = self.topic_exists(topic)?;
-            (0..count)
-                .map(|partition| {
-                    self.partition_log(&PartitionId {
-                        topic: topic.clone(),
-                        partition,
-                    })
-                })
-                .collect()
+    /// Why `mknod`, `symlink`, `link` (anywhere) and `create` (outside `keys/`) are refused.
+    pub fn refuse_creation(&self, parent: u64, name: &OsStr) -> FsError {
+        let parent = match self.node(parent) {
+            Ok(node) => node,
+            Err(e) => return e,
         };
-        match (node, command) {
-            (_, Command::Retention | Command::Compact) => Err(FsError::NotImplemented(format!(
-                "the {} command",
-                command.name()
-            ))),
-            (Node::RootControl, Command::Flush) => {
-                self.manager.flush_all()?;
-                Ok(String::new())
-            }
-            (Node::TopicFile(t, _), Command::Roll) => {
-                partitions(t)?.iter().try_for_each(|log| log.roll())?;
-                Ok(String::new())
-            }
-            (Node::TopicFile(t, _), Command::Flush) => {
-                partitions(t)?.iter().try_for_each(|log| log.flush())?;
-                Ok(String::new())
-            }
-            (Node::PartitionFile(p, _), Command::Roll) => {
-                let log = self.partition_log(p)?;
-                log.roll()?;
-                Ok(format!(
-                    "active segment base offset {}",
-                    log.log_end_offset()
-                ))
-            }
-            (Node::PartitionFile(p, _), Command::Flush) => {
-                let log = self.partition_log(p)?;
-                log.flush()?;
-                Ok(format!("recovery point {}", log.recovery_point()))
-            }
-            (Node::PartitionFile(p, _), Command::DeleteRecords(offset)) => {
-                let log = self.partition_log(p)?;
-                let start = log.delete_records(offset)?;
-                info!("{p}: delete-records {offset}: log start offset now {start}");
-                Ok(format!("log start offset {start}"))
-            }
-            (_, command) => Err(FsError::invalid(format!(
-                "{} is not accepted by {}",
-                command.name(),
-                node.describe()
-            ))),
-        }
+        let hint = if Self::is_keys_dir(&parent) {
+            "keys/ holds regular files only: open with O_CREAT, or `echo value > keys/NAME`"
+        } else {
+            "mkdir in the root creates a topic; keys/NAME creates a key"
+        };
+        FsError::not_permitted(format!(
+            "create {}/{}: files cannot be created here ({hint})",
+            parent.describe(),
+            name.to_string_lossy()
+        ))
     }
 
     /// Flushes every log (used before shutdown).
     pub fn flush_all(&self) -> FsResult<()> {
-        self.manager.flush_all().map_err(FsError::from)
+        self.storage.flush_all().map_err(FsError::from)
     }
 }
 
@@ -1299,6 +1285,7 @@ mod tests {
 #[cfg(test)]
 mod semantics_tests {
     use super::*;
+    use crate::engine::{LogConfig, LogManager};
     use std::ffi::OsStr;
 
     struct Fixture {
@@ -1326,8 +1313,8 @@ mod semantics_tests {
 
         fn write(&self, path: &str, data: &[u8]) -> FsResult<()> {
             let ino = self.ino(path)?;
-            let fh = self.fs.open(ino, AccessMode::Write)?.fh;
-            let result = self.fs.write(ino, fh, data).map(drop);
+            let fh = self.fs.open(ino, AccessMode::Write, false)?.fh;
+            let result = self.fs.write(ino, fh, 0, data).map(drop);
             let closed = self.fs.flush(ino, fh);
             self.fs.release(ino, fh)?;
             result.and(closed)
@@ -1335,7 +1322,7 @@ mod semantics_tests {
 
         fn read(&self, path: &str) -> FsResult<Vec<u8>> {
             let ino = self.ino(path)?;
-            let fh = self.fs.open(ino, AccessMode::Read)?.fh;
+            let fh = self.fs.open(ino, AccessMode::Read, false)?.fh;
             let mut out = Vec::new();
             loop {
                 let chunk = self.fs.read(ino, fh, out.len() as u64, 1000)?;
@@ -1391,7 +1378,7 @@ mod semantics_tests {
         let f = fixture();
         assert!(matches!(
             f.fs.mkdir(ROOT_INO, OsStr::new("bad name")),
-            Err(FsError::Engine(EngineError::InvalidTopicName { .. }))
+            Err(FsError::Storage(StorageError::InvalidTopicName { .. }))
         ));
         f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
         f.write("t/0/append", b"keep\n").unwrap();
@@ -1407,7 +1394,7 @@ mod semantics_tests {
             .unwrap_err();
         assert!(matches!(
             e,
-            FsError::Engine(EngineError::RecordTooLarge { .. })
+            FsError::Storage(StorageError::RecordTooLarge { .. })
         ));
         assert_eq!(f.read("t/0/log").unwrap(), before);
         for (path, data) in [
@@ -1420,7 +1407,7 @@ mod semantics_tests {
             assert!(
                 matches!(
                     f.write(path, data),
-                    Err(FsError::InvalidInput(_) | FsError::Engine(_))
+                    Err(FsError::InvalidInput(_) | FsError::Storage(_))
                 ),
                 "{path} {data:?}"
             );
@@ -1435,12 +1422,12 @@ mod semantics_tests {
         ));
         let append = f.ino("t/0/append").unwrap();
         assert!(matches!(
-            f.fs.open(append, AccessMode::Read),
+            f.fs.open(append, AccessMode::Read, false),
             Err(FsError::AccessDenied(_))
         ));
         let log = f.ino("t/0/log").unwrap();
         assert!(matches!(
-            f.fs.open(log, AccessMode::Write),
+            f.fs.open(log, AccessMode::Write, false),
             Err(FsError::AccessDenied(_))
         ));
         let part = f.ino("t/0").unwrap();
@@ -1477,7 +1464,7 @@ mod semantics_tests {
         f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
         f.write("t/0/append", b"a\nb\nc\n").unwrap();
         let old = f.ino("t/0/log").unwrap();
-        let fh = f.fs.open(old, AccessMode::Read).unwrap().fh;
+        let fh = f.fs.open(old, AccessMode::Read, false).unwrap().fh;
         f.write("t/0/control", b"delete-records 2\n").unwrap();
         f.write("t/0/append", b"d\n").unwrap();
         assert_eq!(f.fs.getattr(old, Some(fh)).unwrap().attr.size, 8);
@@ -1491,6 +1478,64 @@ mod semantics_tests {
         assert!(String::from_utf8(control)
             .unwrap()
             .contains("delete-records 2: ok"));
+    }
+
+    #[test]
+    fn keys_files_append_on_close_and_tombstone_on_unlink() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("kv")).unwrap();
+        f.write("kv/config", b"cleanup.policy=compact\n").unwrap();
+        let keys = f.ino("kv/0/keys").unwrap();
+        let (entry, opened) =
+            f.fs.create(keys, OsStr::new("k"), AccessMode::Write)
+                .unwrap();
+        let ino = entry.attr.ino;
+        assert_eq!(entry.attr.perm, 0o644);
+        f.fs.flush(ino, opened.fh).unwrap();
+        assert!(
+            matches!(f.ino("kv/0/keys/k"), Err(FsError::NotFound(_))),
+            "not yet"
+        );
+        f.fs.write(ino, opened.fh, 0, b"value").unwrap();
+        f.fs.flush(ino, opened.fh).unwrap();
+        f.fs.release(ino, opened.fh).unwrap();
+        assert_eq!(f.read("kv/0/keys/k").unwrap(), b"value");
+        assert_eq!(f.read("kv/0/log").unwrap(), b"value\n", "one record");
+        let names: Vec<String> =
+            f.fs.readdir(keys)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+        assert_eq!(names, [".", "..", "k"]);
+        f.fs.unlink(keys, OsStr::new("k"), NOBODY).unwrap();
+        assert!(matches!(f.ino("kv/0/keys/k"), Err(FsError::NotFound(_))));
+        assert!(matches!(
+            f.fs.create(f.ino("kv/0").unwrap(), OsStr::new("x"), AccessMode::Write),
+            Err(FsError::NotPermitted(_))
+        ));
+    }
+
+    #[test]
+    fn compact_is_einval_on_a_partition_and_skipped_on_a_topic_without_compact() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        assert!(matches!(
+            f.write("t/0/control", b"compact\n"),
+            Err(FsError::Storage(StorageError::InvalidArgument(_)))
+        ));
+        f.write("t/control", b"compact\n").unwrap();
+        let shown = String::from_utf8(f.read("t/control").unwrap()).unwrap();
+        assert!(
+            shown.contains("t: skipped (cleanup.policy=delete)"),
+            "{shown}"
+        );
+        f.write("control", b"retention\n").unwrap();
+        let shown = String::from_utf8(f.read("control").unwrap()).unwrap();
+        assert!(
+            shown.contains("t/0: 0 segments deleted") && shown.contains("t/1: "),
+            "{shown}"
+        );
     }
 
     #[test]

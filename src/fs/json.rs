@@ -14,7 +14,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::engine::{Header, NewRecord, Record};
+use crate::storage::{Header, NewRecord, Record};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -209,7 +209,7 @@ fn headers_field(field: &Value, binary: Option<&Value>) -> Result<Vec<Header>, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::TimestampType;
+    use crate::storage::TimestampType;
 
     fn record(key: Option<&[u8]>, value: Option<&[u8]>, headers: Vec<Header>) -> Record {
         Record {

@@ -1,22 +1,31 @@
 //! The file interface's semantics, free of FUSE: paths, virtual files, views, control and config.
 //!
+//! Records are reached only through [`crate::storage`]'s traits; unit tests build the embedded
+//! engine behind them.
+//!
 //! - [`node`]: what each inode is and how names parse (topic, partition, offset, segment).
 //! - [`inode`]: the inode table (numbers never reused; lookups counted and forgotten).
 //! - [`filesystem`]: [`LmqFs`], every operation of the interface over inode numbers.
 //! - [`view`]: the byte mapping of `log` / `log.jsonl` / `from/<offset>` (sparse checkpoints).
 //! - [`append`]: lines written to `append` / `append.jsonl` into records.
 //! - [`json`]: records as JSON, both ways.
-//! - [`control`]: `control` commands and their recent outcomes.
+//! - [`control`]: `control` command parsing and the recent outcomes shown on read.
+//! - [`commands`]: writes to `control`, `config`, `partitions`; the command runner.
+//! - [`keys`]: `keys/`, a partition as a key-value map.
+//! - [`stats`]: the partition's `stats` JSON.
 //! - [`time`]: RFC 3339 and milliseconds.
 //! - [`error`]: [`FsError`], mapped to errno in one place by the FUSE adapter.
 
 pub mod append;
+pub mod commands;
 pub mod control;
 pub mod error;
 pub mod filesystem;
 pub mod inode;
 pub mod json;
+pub mod keys;
 pub mod node;
+pub mod stats;
 pub mod time;
 pub mod view;
 

@@ -43,6 +43,7 @@ pub enum PartitionDir {
     From,
     Time,
     Segments,
+    Keys,
 }
 
 /// How a view renders each record.
@@ -65,14 +66,17 @@ pub enum RecordFormat {
 
 /// One view file: `log`, `log.jsonl`, `from/<offset>` or `from/<offset>.jsonl`.
 ///
-/// `generation` is the log start offset when the view was looked up: a new start offset
-/// (`delete-records`, retention) gives new lookups a new inode, while handles opened before
-/// keep theirs and so keep their byte coordinates.
+/// `generation` is the log's view generation when the view was looked up
+/// (`Log::view_generation`): it changes whenever records below the log end are removed
+/// (`delete-records`, retention, compaction), which gives new lookups a new inode, while
+/// handles opened before keep theirs and so keep their byte coordinates. `start_offset` is
+/// the log start offset of that generation: where `log` begins.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ViewId {
     pub partition: PartitionId,
     pub kind: ViewKind,
-    pub generation: i64,
+    pub generation: u64,
+    pub start_offset: i64,
     /// `Some(offset)` for `from/<offset>`: the view starts at that record.
     pub from: Option<i64>,
 }
@@ -94,6 +98,9 @@ pub enum Node {
     Time(PartitionId, i64),
     /// A raw file of `segments/`, by its file name.
     Segment(PartitionId, Arc<str>),
+    /// `keys/<key>`: the latest value of a key whose bytes are a valid file name
+    /// (see [`is_key_file_name`]).
+    Key(PartitionId, Arc<str>),
 }
 
 impl Node {
@@ -107,7 +114,8 @@ impl Node {
             | Node::PartitionDir(p, _)
             | Node::Record(p, _, _)
             | Node::Time(p, _)
-            | Node::Segment(p, _) => Some(&p.topic),
+            | Node::Segment(p, _)
+            | Node::Key(p, _) => Some(&p.topic),
             Node::View(v) => Some(&v.partition.topic),
         }
     }
@@ -138,12 +146,16 @@ impl Node {
                     ViewKind::Jsonl => ".jsonl",
                 };
                 match v.from {
-                    None => format!("/{}/log{ext} (generation {})", v.partition, v.generation),
+                    None => format!(
+                        "/{}/log{ext} (generation {}, start offset {})",
+                        v.partition, v.generation, v.start_offset
+                    ),
                     Some(o) => format!("/{}/from/{o}{ext}", v.partition),
                 }
             }
             Node::Time(p, t) => format!("/{p}/time/{t}"),
             Node::Segment(p, name) => format!("/{p}/segments/{name}"),
+            Node::Key(p, key) => format!("/{p}/keys/{key}"),
         }
     }
 }
@@ -160,6 +172,7 @@ pub const LOG_JSONL: &str = "log.jsonl";
 pub const FROM: &str = "from";
 pub const TIME: &str = "time";
 pub const SEGMENTS: &str = "segments";
+pub const KEYS: &str = "keys";
 
 pub fn topic_file_name(f: TopicFile) -> &'static str {
     match f {
@@ -183,6 +196,7 @@ pub fn partition_dir_name(d: PartitionDir) -> &'static str {
         PartitionDir::From => FROM,
         PartitionDir::Time => TIME,
         PartitionDir::Segments => SEGMENTS,
+        PartitionDir::Keys => KEYS,
     }
 }
 
@@ -215,6 +229,7 @@ pub fn parse_partition_entry(name: &str) -> Option<PartitionEntry> {
         FROM => PartitionEntry::Dir(PartitionDir::From),
         TIME => PartitionEntry::Dir(PartitionDir::Time),
         SEGMENTS => PartitionEntry::Dir(PartitionDir::Segments),
+        KEYS => PartitionEntry::Dir(PartitionDir::Keys),
         _ => match name.strip_suffix(".json") {
             Some(offset) => PartitionEntry::Record(parse_offset(offset)?, RecordFormat::Json),
             None => PartitionEntry::Record(parse_offset(name)?, RecordFormat::Value),
@@ -252,6 +267,21 @@ pub fn parse_offset(text: &str) -> Option<i64> {
 pub fn parse_partition(text: &str, count: u32) -> Option<u32> {
     let n = parse_canonical_i64(text)?;
     u32::try_from(n).ok().filter(|p| *p < count)
+}
+
+/// Longest file name Linux allows (`NAME_MAX`).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Whether a record key can appear as a file of `keys/`: UTF-8, non-empty, at most
+/// [`MAX_FILE_NAME_BYTES`] bytes, no `/` or NUL, not `.` or `..`. Other keys are reachable
+/// through `append.jsonl` and `log.jsonl` only.
+pub fn is_key_file_name(key: &[u8]) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_FILE_NAME_BYTES
+        && key != b"."
+        && key != b".."
+        && !key.iter().any(|b| *b == b'/' || *b == 0)
+        && std::str::from_utf8(key).is_ok()
 }
 
 /// Segment file names the log can list: 20-digit base offset and one of the three extensions.
@@ -319,10 +349,42 @@ mod tests {
         );
         assert_eq!(parse_partition_entry("17.jsonl"), None);
         assert_eq!(parse_partition_entry("../x"), None);
-        assert_eq!(parse_partition_entry("keys"), None);
+        assert_eq!(
+            parse_partition_entry("keys"),
+            Some(PartitionEntry::Dir(PartitionDir::Keys))
+        );
         assert_eq!(parse_from_entry("5.jsonl"), Some((5, ViewKind::Jsonl)));
         assert_eq!(parse_from_entry("5"), Some((5, ViewKind::Log)));
         assert_eq!(parse_from_entry("5.json"), None);
+    }
+
+    #[test]
+    fn key_file_names_are_what_linux_accepts_as_names() {
+        for good in [
+            &b"k"[..],
+            b"user:42",
+            b"a b",
+            "ü".as_bytes(),
+            b"...",
+            &[b'x'; 255],
+        ] {
+            assert!(
+                is_key_file_name(good),
+                "{:?}",
+                String::from_utf8_lossy(good)
+            );
+        }
+        for bad in [
+            &b""[..],
+            b".",
+            b"..",
+            b"a/b",
+            b"a\0b",
+            b"\xff",
+            &[b'x'; 256],
+        ] {
+            assert!(!is_key_file_name(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -14,11 +14,18 @@
 //! previous one stopped instead of at the checkpoint.
 //!
 //! Positions never move within a generation: records are only appended, and records below the
-//! generation's start are never part of it. The generation is the log start offset at the
-//! time the view was looked up; the engine's `read_batches` keeps serving batches below the
-//! log start while their segment files exist, so readers of an old generation keep their
-//! coordinates after a `delete-records`. If those files are gone, reads fail with
-//! [`FsError::Gone`] rather than returning wrong bytes.
+//! generation's start are never part of it. The generation is the log's view generation
+//! ([`ViewGeneration`]) when the view was looked up; it changes whenever records below the log
+//! end are removed (`delete-records`, retention, compaction). Every read goes through
+//! `Log::read_batches_at(generation, ..)`, which serves the log as it was at that generation:
+//! segments that retention deleted or compaction replaced stay readable to it for
+//! `file.delete.delay.ms`, and records appended later are seen as they arrive. So a reader of an
+//! old generation keeps its coordinates across all three. If the old files are gone, reads
+//! fail with [`FsError::Gone`] rather than returning wrong bytes.
+//!
+//! Compaction leaves offset gaps, so the record at the generation's start offset may not
+//! exist: the first checkpoint names the generation's start until the first record is mapped,
+//! then that record.
 //!
 //! Thread-safety: the map's state is behind one `Mutex`; decoding for a read happens outside
 //! it (only the checkpoint lookup is under the lock), while extension holds it so that two
@@ -27,11 +34,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::engine::record::decode_batch;
-use crate::engine::{Log, Record};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::json::write_record_json;
 use crate::fs::node::ViewKind;
+use crate::storage::{decode_batch, Partition, Record, ViewGeneration};
 
 /// View bytes between checkpoints: bounds the forward scan of a read.
 pub const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
@@ -49,7 +55,8 @@ pub struct Cursor {
 
 #[derive(Debug)]
 struct MapState {
-    /// Sorted by offset and by position; the first is `(generation, 0)`.
+    /// Sorted by offset and by position; the first is `(start offset, 0)`, then
+    /// `(first record's offset, 0)` once a record is mapped.
     checkpoints: Vec<Cursor>,
     /// The first offset not yet mapped.
     next_offset: i64,
@@ -61,16 +68,16 @@ struct MapState {
 
 /// The position map of one (partition, view kind, generation). See the module docs.
 pub struct ViewMap {
-    log: Arc<Log>,
+    log: Arc<dyn Partition>,
     kind: ViewKind,
-    generation: i64,
+    generation: ViewGeneration,
     state: Mutex<MapState>,
 }
 
 impl std::fmt::Debug for ViewMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ViewMap")
-            .field("log", &self.log.dir())
+            .field("log", &self.log.location())
             .field("kind", &self.kind)
             .field("generation", &self.generation)
             .finish()
@@ -123,17 +130,18 @@ fn copy_rendered(
 }
 
 impl ViewMap {
-    pub fn new(log: Arc<Log>, kind: ViewKind, generation: i64) -> ViewMap {
+    pub fn new(log: Arc<dyn Partition>, kind: ViewKind, generation: ViewGeneration) -> ViewMap {
+        let start = generation.log_start_offset;
         ViewMap {
             log,
             kind,
             generation,
             state: Mutex::new(MapState {
                 checkpoints: vec![Cursor {
-                    offset: generation,
+                    offset: start,
                     position: 0,
                 }],
-                next_offset: generation,
+                next_offset: start,
                 total_bytes: 0,
                 bytes_since_checkpoint: 0,
                 from_positions: HashMap::new(),
@@ -145,11 +153,11 @@ impl ViewMap {
         self.kind
     }
 
-    pub fn generation(&self) -> i64 {
+    pub fn generation(&self) -> ViewGeneration {
         self.generation
     }
 
-    pub fn log(&self) -> &Arc<Log> {
+    pub fn log(&self) -> &Arc<dyn Partition> {
         &self.log
     }
 
@@ -165,7 +173,9 @@ impl ViewMap {
     fn scan(&self, start: i64, mut visit: impl FnMut(&Record) -> bool) -> FsResult<i64> {
         let mut offset = start;
         loop {
-            let batches = self.log.read_batches(offset, SCAN_CHUNK_BYTES)?;
+            let batches = self
+                .log
+                .fetch(self.generation.generation, offset, SCAN_CHUNK_BYTES)?;
             let mut progressed = false;
             for fetched in batches {
                 let next = fetched.header.next_offset();
@@ -173,7 +183,7 @@ impl ViewMap {
                     continue;
                 }
                 let decoded =
-                    decode_batch(&fetched.bytes).map_err(crate::engine::EngineError::from)?;
+                    decode_batch(&fetched.bytes).map_err(crate::storage::StorageError::from)?;
                 for record in decoded.records.iter().filter(|r| r.offset >= offset) {
                     if !visit(record) {
                         return Ok(offset);
@@ -202,6 +212,10 @@ impl ViewMap {
         let batch_end = self.scan(start, |record| {
             if record.offset >= log_end_offset {
                 return false;
+            }
+            if st.total_bytes == 0 && st.checkpoints.len() == 1 {
+                // The first record mapped: a cursor must name a record that exists.
+                st.checkpoints[0].offset = record.offset;
             }
             if st.bytes_since_checkpoint >= CHECKPOINT_INTERVAL_BYTES {
                 st.checkpoints.push(Cursor {
@@ -314,10 +328,10 @@ impl ViewMap {
         })?;
         if gone || (first && out.len() < (end - position) as usize) {
             return Err(FsError::Gone(format!(
-                "records from offset {} of generation {} of {}",
+                "records from offset {} of view generation {} of {}",
                 start.offset,
-                self.generation,
-                self.log.dir().display()
+                self.generation.generation,
+                self.log.location().display()
             )));
         }
         Ok((out, last))
@@ -327,7 +341,15 @@ impl ViewMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{LogConfig, NewRecord, TimestampType};
+    use crate::engine::{Log, LogConfig, NewRecord, TimestampType};
+
+    /// `log` behind the storage seam, as the filesystem sees it.
+    fn partition(log: &Arc<Log>) -> Arc<dyn Partition> {
+        Arc::new(crate::storage::embedded::EmbeddedPartition::new(
+            Arc::clone(log),
+            Default::default(),
+        ))
+    }
 
     fn record(offset: i64, value: Option<&[u8]>) -> Record {
         Record {
@@ -413,7 +435,7 @@ mod tests {
         let log = open_log(dir.path());
         fill(&log, 300, 40);
         for kind in [ViewKind::Log, ViewKind::Jsonl] {
-            let map = ViewMap::new(log.clone(), kind, 0);
+            let map = ViewMap::new(partition(&log), kind, log.view_generation());
             let want = expected(&log, kind, 0);
             assert_eq!(map.len_bytes().unwrap(), want.len() as u64);
             assert!(map.lock().checkpoints.len() > 2, "checkpoints were added");
@@ -445,7 +467,7 @@ mod tests {
     fn map_grows_with_the_log_and_from_positions_match() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
-        let map = ViewMap::new(log.clone(), ViewKind::Log, 0);
+        let map = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         assert_eq!(map.len_bytes().unwrap(), 0);
         assert_eq!(map.read(0, 10, None).unwrap().0, b"");
         fill(&log, 10, 5);
@@ -469,12 +491,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
         fill(&log, 20, 5);
-        let old = ViewMap::new(log.clone(), ViewKind::Log, 0);
+        let old = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         let before = expected(&log, ViewKind::Log, 0);
         assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
         log.delete_records(50).unwrap();
         fill(&log, 1, 1);
-        let new = ViewMap::new(log.clone(), ViewKind::Log, log.log_start_offset());
+        let generation = log.view_generation();
+        assert_ne!(generation, old.generation());
+        assert_eq!(generation.log_start_offset, 50);
+        let new = ViewMap::new(partition(&log), ViewKind::Log, generation);
         let new_bytes = expected(&log, ViewKind::Log, 50);
         assert_eq!(new.len_bytes().unwrap(), new_bytes.len() as u64);
         // The old generation grew by exactly the new record and kept its prefix.
@@ -485,12 +510,87 @@ mod tests {
         let (head, _) = old.read(0, 10, None).unwrap();
         assert_eq!(head, &before[..10]);
     }
+
+    /// A log of a compacted topic: keys `k0..k4` written `rounds` times each, one segment per
+    /// round, then an empty active segment.
+    fn compacted_topic_log(dir: &std::path::Path, rounds: usize) -> Arc<Log> {
+        let mut config = LogConfig::default();
+        config.set("cleanup.policy", "compact").unwrap();
+        let log = Arc::new(Log::open(dir, config).expect("open log"));
+        for round in 0..rounds {
+            let records: Vec<NewRecord> = (0..5)
+                .map(|k| NewRecord {
+                    key: Some(format!("k{k}").into_bytes()),
+                    value: Some(format!("k{k} round {round}").into_bytes()),
+                    headers: vec![],
+                    timestamp: None,
+                })
+                .collect();
+            log.append(&records).unwrap();
+            log.roll().unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn old_generation_keeps_coordinates_across_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = compacted_topic_log(dir.path(), 4);
+        let old = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
+        let before = expected(&log, ViewKind::Log, 0);
+        assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
+        let (head, hint) = old.read(0, 30, None).unwrap();
+        assert_eq!(head, &before[..30]);
+
+        let outcome = log
+            .compact(crate::engine::now_ms(), true, &Default::default())
+            .unwrap();
+        assert!(outcome.records_removed > 0, "{outcome}");
+        let generation = log.view_generation();
+        assert_ne!(
+            generation,
+            old.generation(),
+            "compaction makes a new generation"
+        );
+        // Offsets 0..15 were superseded: the new generation starts at a gap.
+        assert_eq!(generation.log_start_offset, 0);
+        let new = ViewMap::new(partition(&log), ViewKind::Log, generation);
+        let compacted = expected(&log, ViewKind::Log, 0);
+        assert_eq!(
+            String::from_utf8(compacted.clone()).unwrap(),
+            "k0 round 3\nk1 round 3\nk2 round 3\nk3 round 3\nk4 round 3\n"
+        );
+        assert_eq!(new.len_bytes().unwrap(), compacted.len() as u64);
+        assert_eq!(new.read(0, 1 << 20, None).unwrap().0, compacted);
+        assert_eq!(new.position_of(0).unwrap(), 0);
+        assert_eq!(new.position_of(16).unwrap(), 11);
+
+        // The old map still reads the bytes it mapped, and follows new appends.
+        let (rest, _) = old.read(30, 1 << 20, hint).unwrap();
+        assert_eq!([head, rest].concat(), before);
+        log.append(&[NewRecord {
+            key: Some(b"k9".to_vec()),
+            value: Some(b"late".to_vec()),
+            headers: vec![],
+            timestamp: None,
+        }])
+        .unwrap();
+        assert_eq!(old.len_bytes().unwrap(), before.len() as u64 + 5);
+        assert_eq!(
+            old.read(before.len() as u64, 100, None).unwrap().0,
+            b"late\n"
+        );
+        assert_eq!(
+            new.read(compacted.len() as u64, 100, None).unwrap().0,
+            b"late\n"
+        );
+    }
 }
 
 #[cfg(test)]
 mod concurrency_tests {
     use super::*;
-    use crate::engine::{LogConfig, NewRecord};
+    use crate::engine::{Log, LogConfig, NewRecord};
 
     #[test]
     fn readers_never_see_torn_bytes_while_the_log_grows() {
@@ -507,7 +607,10 @@ mod concurrency_tests {
                 }
             })
         };
-        let map = Arc::new(ViewMap::new(log.clone(), ViewKind::Log, 0));
+        let storage: Arc<dyn Partition> = Arc::new(
+            crate::storage::embedded::EmbeddedPartition::new(log.clone(), Default::default()),
+        );
+        let map = Arc::new(ViewMap::new(storage, ViewKind::Log, log.view_generation()));
         let readers: Vec<_> = (0..2)
             .map(|_| {
                 let map = map.clone();

@@ -20,8 +20,8 @@ use fuser::{
 };
 use log::{debug, error, info, warn};
 
-use crate::engine::EngineError;
 use crate::fs::{AccessMode, Attr, CachePolicy, Caller, Entry, FileKind, FsError, LmqFs, SetAttr};
+use crate::storage::StorageError;
 
 /// Largest write the kernel sends in one request (its own cap is 1 MiB).
 pub const MAX_WRITE_BYTES: u32 = 1024 * 1024;
@@ -35,6 +35,7 @@ pub fn errno(error: &FsError) -> Errno {
         FsError::NotPermitted(_) => Errno::EPERM,
         FsError::AccessDenied(_) => Errno::EACCES,
         FsError::BadHandle(_) => Errno::EBADF,
+        FsError::NameTooLong(_) => Errno::ENAMETOOLONG,
         FsError::NotADirectory(_) => Errno::ENOTDIR,
         FsError::IsADirectory(_) => Errno::EISDIR,
         FsError::ReadOnly => Errno::EROFS,
@@ -42,25 +43,26 @@ pub fn errno(error: &FsError) -> Errno {
         // An old view generation whose segment files were deleted: the handle is stale.
         FsError::Gone(_) => Errno::ESTALE,
         FsError::Io { source, .. } => io_errno(source),
-        FsError::Engine(e) => match e {
-            EngineError::Io { source, .. } => io_errno(source),
-            EngineError::Record(_)
-            | EngineError::Corrupt { .. }
-            | EngineError::CorruptIndex { .. } => Errno::EIO,
+        FsError::Storage(e) => match e {
+            StorageError::Io { source, .. } => io_errno(source),
+            StorageError::Record(_)
+            | StorageError::Corrupt { .. }
+            | StorageError::CorruptIndex { .. } => Errno::EIO,
             // Name lookups turn this into NotFound; it only arrives here from a command's
             // offset argument, which is then the caller's mistake.
-            EngineError::OffsetOutOfRange { .. } => Errno::EINVAL,
-            EngineError::RecordTooLarge { .. } => Errno::EFBIG,
-            EngineError::InvalidArgument(_)
-            | EngineError::Config(_)
-            | EngineError::InvalidTopicName { .. }
-            | EngineError::PartitionCountDecrease { .. } => Errno::EINVAL,
-            EngineError::TopicExists(_) => Errno::EEXIST,
-            EngineError::UnknownTopic(_) | EngineError::UnknownPartition { .. } => Errno::ENOENT,
+            StorageError::OffsetOutOfRange { .. } => Errno::EINVAL,
+            StorageError::RecordTooLarge { .. } => Errno::EFBIG,
+            StorageError::InvalidArgument(_)
+            | StorageError::Config(_)
+            | StorageError::InvalidTopicName { .. }
+            | StorageError::PartitionCountDecrease { .. } => Errno::EINVAL,
+            StorageError::TopicExists(_) => Errno::EEXIST,
+            StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. } => Errno::ENOENT,
             // Never raised while serving (the lock is taken before mounting).
-            EngineError::DataDirLocked { .. } => Errno::EBUSY,
+            StorageError::DataDirLocked { .. } => Errno::EBUSY,
             // The daemon is shutting down.
-            EngineError::Closed => Errno::ESHUTDOWN,
+            StorageError::Closed => Errno::ESHUTDOWN,
+            StorageError::Unsupported(_) => Errno::EOPNOTSUPP,
         },
     }
 }
@@ -76,7 +78,7 @@ fn refuse(op: &str, error: FsError) -> Errno {
         // Shells and tools probe names all the time: not worth more than debug.
         FsError::NotFound(_) => debug!("{op}: {error} (errno {})", code.code()),
         FsError::Io { .. }
-        | FsError::Engine(EngineError::Io { .. } | EngineError::Corrupt { .. }) => {
+        | FsError::Storage(StorageError::Io { .. } | StorageError::Corrupt { .. }) => {
             error!("{op}: {error} (errno {})", code.code())
         }
         _ => info!("refused {op}: {error} (errno {})", code.code()),
@@ -130,6 +132,11 @@ fn access_mode(flags: OpenFlags) -> AccessMode {
         OpenAccMode::O_WRONLY => AccessMode::Write,
         OpenAccMode::O_RDWR => AccessMode::ReadWrite,
     }
+}
+
+/// `O_TRUNC`, which reaches `open` because of `FUSE_ATOMIC_O_TRUNC`.
+fn truncates(flags: OpenFlags) -> bool {
+    flags.0 & libc::O_TRUNC != 0
 }
 
 fn fopen_flags(cache: CachePolicy) -> FopenFlags {
@@ -234,10 +241,7 @@ impl Filesystem for FuseAdapter {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let e = self
-            .fs
-            .create(parent.0, name)
-            .expect_err("creation is refused");
+        let e = self.fs.refuse_creation(parent.0, name);
         reply.error(refuse(&format!("mknod {name:?}"), e));
     }
 
@@ -248,14 +252,22 @@ impl Filesystem for FuseAdapter {
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        let e = self
+        match self
             .fs
-            .create(parent.0, name)
-            .expect_err("creation is refused");
-        reply.error(refuse(&format!("create {name:?}"), e));
+            .create(parent.0, name, access_mode(OpenFlags(flags)))
+        {
+            Ok((entry, opened)) => reply.created(
+                &entry.ttl,
+                &self.file_attr(&entry.attr),
+                Generation(0),
+                FileHandle(opened.fh),
+                fopen_flags(opened.cache),
+            ),
+            Err(e) => reply.error(refuse(&format!("create {name:?}"), e)),
+        }
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -280,10 +292,7 @@ impl Filesystem for FuseAdapter {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        let e = self
-            .fs
-            .create(parent.0, link_name)
-            .expect_err("creation is refused");
+        let e = self.fs.refuse_creation(parent.0, link_name);
         reply.error(refuse(&format!("symlink {link_name:?}"), e));
     }
 
@@ -295,10 +304,7 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let e = self
-            .fs
-            .create(newparent.0, newname)
-            .expect_err("creation is refused");
+        let e = self.fs.refuse_creation(newparent.0, newname);
         reply.error(refuse(&format!("link {newname:?}"), e));
     }
 
@@ -320,7 +326,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, access_mode(flags)) {
+        match self.fs.open(ino.0, access_mode(flags), truncates(flags)) {
             Ok(opened) => reply.opened(FileHandle(opened.fh), fopen_flags(opened.cache)),
             Err(e) => reply.error(refuse(&format!("open inode {ino}"), e)),
         }
@@ -348,14 +354,14 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
-        _offset: u64,
+        offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, fh.0, data) {
+        match self.fs.write(ino.0, fh.0, offset, data) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(refuse(
                 &format!("write of {} bytes to inode {ino}", data.len()),

@@ -80,8 +80,11 @@ pub fn latest_by_key(records: &[Record]) -> BTreeMap<Vec<u8>, (i64, Option<Vec<u
     latest
 }
 
+/// A record as `(offset, key, value)`.
+pub type Triple = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// `(offset, key, value)` of every record, for exact comparisons.
-pub fn triples(records: &[Record]) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+pub fn triples(records: &[Record]) -> Vec<Triple> {
     records
         .iter()
         .map(|r| (r.offset, r.key.clone(), r.value.clone()))

@@ -2,7 +2,7 @@
 //! (timestamp -> offset). Both are preallocated to `segment.index.bytes` while their segment is
 //! active and trimmed to their entries when it closes.
 //!
-//! The two index types share [`IndexFile`], which owns the file, its mapping and the entry count
+//! The two index types share `IndexFile`, which owns the file, its mapping and the entry count
 //! and knows nothing of what an entry means; each type adds its entry layout and invariants.
 
 pub mod offset_index;

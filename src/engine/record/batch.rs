@@ -667,6 +667,61 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retained_records_keep_offsets_timestamps_and_codec() {
+        for codec in Compression::ALL {
+            for timestamp_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+                let records: Vec<NewRecord> = (0..6)
+                    .map(|i| NewRecord {
+                        key: Some(format!("k{i}").into_bytes()),
+                        value: (i != 3).then(|| format!("v{i}").into_bytes()),
+                        headers: vec![Header {
+                            key: "h".into(),
+                            value: Some(vec![i as u8]),
+                        }],
+                        timestamp: Some(1000 + 10 * i),
+                    })
+                    .collect();
+                let mut bytes = encode_batch(0, &records, codec, timestamp_type, 5000).unwrap();
+                set_base_offset(&mut bytes, 100);
+                let original = decode_batch(&bytes).unwrap();
+                let kept: Vec<Record> = original
+                    .records
+                    .iter()
+                    .filter(|r| r.offset % 2 == 1)
+                    .cloned()
+                    .collect();
+                for horizon in [None, Some(99_999)] {
+                    let encoded = encode_retained(&original.header, &kept, horizon).unwrap();
+                    let decoded = decode_batch(&encoded).unwrap();
+                    assert_eq!(decoded.records, kept, "{codec:?} {timestamp_type:?}");
+                    let h = decoded.header;
+                    assert_eq!(h.base_offset, 100);
+                    assert_eq!(h.last_offset(), 105);
+                    assert_eq!(h.records_count, 3);
+                    assert_eq!(h.compression().unwrap(), codec);
+                    assert_eq!(h.timestamp_type(), timestamp_type);
+                    assert_eq!(h.delete_horizon_ms(), horizon);
+                    let want_max = match timestamp_type {
+                        TimestampType::CreateTime => 1050,
+                        TimestampType::LogAppendTime => 5000,
+                    };
+                    assert_eq!(h.max_timestamp, want_max);
+                }
+            }
+        }
+        let one = encode_batch(
+            0,
+            &[NewRecord::value("x")],
+            Compression::None,
+            TimestampType::CreateTime,
+            0,
+        )
+        .unwrap();
+        let header = BatchHeader::parse(&one).unwrap();
+        assert_eq!(encode_retained(&header, &[], None), Err(RecordError::Empty));
+    }
     use proptest::prelude::*;
 
     const NOW: i64 = 1_700_000_000_000;

@@ -1,0 +1,167 @@
+//! The embedded engine behind the storage seam: [`LogManager`] is the [`Storage`], each
+//! partition's [`Log`] (with the mount's cleaner settings) a [`Partition`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{
+    AppendInfo, CompactionOutcome, FetchedBatch, LogConfig, LogStats, NewRecord, Partition, Record,
+    Result, RetentionOutcome, SegmentInfo, Storage, ViewGeneration,
+};
+use crate::engine::{now_ms, CleanerConfig, Log, LogManager};
+
+impl Storage for LogManager {
+    fn topics(&self) -> Vec<String> {
+        LogManager::topics(self)
+    }
+
+    fn validate_topic_name(&self, name: &str) -> Result<()> {
+        LogManager::validate_topic_name(name)
+    }
+
+    fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        overrides: &[(String, String)],
+    ) -> Result<()> {
+        LogManager::create_topic(self, name, partitions, overrides)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<()> {
+        LogManager::delete_topic(self, name)
+    }
+
+    fn partition_count(&self, topic: &str) -> Result<u32> {
+        LogManager::partition_count(self, topic)
+    }
+
+    fn create_partitions(&self, topic: &str, count: u32) -> Result<()> {
+        self.set_partition_count(topic, count)
+    }
+
+    fn describe_config(&self, topic: &str) -> Result<LogConfig> {
+        self.topic_config(topic)
+    }
+
+    fn alter_config(&self, topic: &str, pairs: &[(String, String)]) -> Result<()> {
+        self.alter_topic_config(topic, pairs)
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<dyn Partition>> {
+        Ok(Arc::new(EmbeddedPartition {
+            log: self.log(topic, partition)?,
+            cleaner: self.cleanup_settings().cleaner,
+        }))
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        LogManager::flush_all(self)
+    }
+}
+
+/// A partition of the embedded engine.
+pub struct EmbeddedPartition {
+    log: Arc<Log>,
+    cleaner: CleanerConfig,
+}
+
+impl EmbeddedPartition {
+    /// A partition over `log`, compacted with `cleaner` on command.
+    pub fn new(log: Arc<Log>, cleaner: CleanerConfig) -> EmbeddedPartition {
+        EmbeddedPartition { log, cleaner }
+    }
+}
+
+impl Partition for EmbeddedPartition {
+    fn location(&self) -> PathBuf {
+        self.log.dir().to_path_buf()
+    }
+
+    fn append(&self, records: &[NewRecord]) -> Result<AppendInfo> {
+        self.log.append(records)
+    }
+
+    fn fetch(&self, generation: u64, offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
+        self.log.read_batches_at(generation, offset, max_bytes)
+    }
+
+    fn read_record(&self, offset: i64) -> Result<Option<Record>> {
+        self.log.read_record(offset)
+    }
+
+    fn view_generation(&self) -> ViewGeneration {
+        self.log.view_generation()
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    fn list_offsets(&self, timestamp_ms: i64) -> Result<i64> {
+        self.log.offset_for_timestamp(timestamp_ms)
+    }
+
+    fn config(&self) -> LogConfig {
+        self.log.config()
+    }
+
+    fn stats(&self) -> LogStats {
+        self.log.stats()
+    }
+
+    fn flush(&self) -> Result<i64> {
+        self.log.flush()?;
+        Ok(self.log.recovery_point())
+    }
+
+    fn roll(&self) -> Result<()> {
+        self.log.roll()
+    }
+
+    fn delete_records(&self, offset: i64) -> Result<i64> {
+        self.log.delete_records(offset)
+    }
+
+    fn retention(&self) -> Result<RetentionOutcome> {
+        self.log.run_retention(now_ms())
+    }
+
+    fn compact(&self) -> Result<CompactionOutcome> {
+        self.log.compact(now_ms(), true, &self.cleaner)
+    }
+
+    fn segments(&self) -> Vec<SegmentInfo> {
+        self.log.segments()
+    }
+
+    fn live_keys(&self) -> Result<Vec<Vec<u8>>> {
+        self.log.live_keys()
+    }
+
+    fn latest_for_key(&self, key: &[u8]) -> Result<Option<Record>> {
+        self.log.latest_for_key(key)
+    }
+
+    fn commit_offset(&self, _group: &str, _offset: i64) -> Result<()> {
+        Err(groups_not_yet())
+    }
+
+    fn committed_offset(&self, _group: &str) -> Result<Option<i64>> {
+        Err(groups_not_yet())
+    }
+
+    fn groups(&self) -> Result<Vec<String>> {
+        Err(groups_not_yet())
+    }
+}
+
+/// Consumer groups of the embedded engine (an internal compacted topic, as Kafka's
+/// `__consumer_offsets`) are not built yet; no file reaches these calls.
+fn groups_not_yet() -> crate::engine::EngineError {
+    crate::engine::EngineError::Unsupported("consumer group offsets".into())
+}
