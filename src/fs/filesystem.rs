@@ -35,6 +35,7 @@ use log::{debug, info};
 use crate::fs::append::{AppendFormat, PendingLine};
 use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
+use crate::fs::follow::{StreamListener, StreamState};
 use crate::fs::inode::{InodeTable, ROOT_INO};
 use crate::fs::json::record_json_line;
 use crate::fs::keys::KeyBuffer;
@@ -43,6 +44,7 @@ use crate::fs::node::{
     parse_topic_file, partition_dir_name, partition_file_name, topic_file_name, Node, PartitionDir,
     PartitionEntry, PartitionFile, PartitionId, RecordFormat, TopicFile, ViewId, ViewKind,
 };
+use crate::fs::node::{parse_follow_entry, FollowFrom};
 use crate::fs::stats::stats_json;
 use crate::fs::time::parse_timestamp_ms;
 use crate::fs::view::{Cursor, ViewMap};
@@ -125,6 +127,8 @@ pub enum CachePolicy {
     DirectIo,
     /// Keep cached pages across opens. Unused for now: see the module docs on views.
     KeepCache,
+    /// A stream: no page cache, no seeking (`follow/`).
+    Stream,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +217,13 @@ pub(super) enum Handle {
         file: std::fs::File,
         name: String,
     },
+    /// `follow/...`: see [`crate::fs::follow`].
+    Stream {
+        partition: PartitionId,
+        log: Arc<dyn Partition>,
+        kind: ViewKind,
+        state: Mutex<StreamState>,
+    },
     /// `keys/<key>`: see [`crate::fs::keys`].
     Key {
         partition: PartitionId,
@@ -235,6 +246,8 @@ pub struct LmqFs {
     views: Mutex<HashMap<ViewKey, Arc<ViewMap>>>,
     /// Recent control outcomes by scope: "" (root), "topic", "topic/partition".
     pub(super) outcomes: Mutex<HashMap<String, OutcomeLog>>,
+    /// Told about appends and deleted topics, for `follow/` readers (see [`crate::fs::follow`]).
+    pub(super) stream_listener: Mutex<Option<Arc<dyn StreamListener>>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,6 +271,7 @@ impl LmqFs {
             next_fh: AtomicU64::new(1),
             views: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(HashMap::new()),
+            stream_listener: Mutex::new(None),
         }
     }
 
@@ -317,7 +331,7 @@ impl LmqFs {
             Node::Partition(p) | Node::PartitionFile(p, _) | Node::PartitionDir(p, _) => {
                 self.partition_log(p).map(drop)
             }
-            Node::Time(p, _) | Node::View(ViewId { partition: p, .. }) => {
+            Node::Time(p, _) | Node::View(ViewId { partition: p, .. }) | Node::Follow(p, _, _) => {
                 self.partition_log(p).map(drop)
             }
             Node::Record(p, offset, _) => self.read_record(p, *offset).map(drop),
@@ -420,6 +434,19 @@ impl LmqFs {
                 Ok(view)
             }
             Node::PartitionDir(p, PartitionDir::Keys) => self.resolve_key(p, name),
+            Node::PartitionDir(p, PartitionDir::Follow) => {
+                let (from, kind) = parse_follow_entry(name).ok_or_else(missing)?;
+                let log = self.partition_log(p)?;
+                if let FollowFrom::Offset(offset) = from {
+                    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+                    if offset < start || offset > end {
+                        return Err(FsError::not_found(format!(
+                            "follow/{offset} of {p}: outside [{start}, {end}]"
+                        )));
+                    }
+                }
+                Ok(Node::Follow(p.clone(), from, kind))
+            }
             Node::PartitionDir(p, PartitionDir::Time) => {
                 self.partition_log(p)?;
                 let ms = parse_timestamp_ms(name).ok_or_else(|| {
@@ -555,6 +582,7 @@ impl LmqFs {
             | Node::Partition(_)
             | Node::PartitionDir(_, _)
             | Node::View(_)
+            | Node::Follow(..)
             | Node::Segment(_, _) => {
                 return Err(FsError::IsADirectory(format!(
                     "{} has no rendered content",
@@ -647,6 +675,11 @@ impl LmqFs {
                 file(0o444, size)
             }
             Node::Key(p, key) => file(0o644, self.key_size(p, key, handle)?),
+            // A stream has no size: readers read until it ends.
+            Node::Follow(p, _, _) => {
+                self.partition_log(p)?;
+                file(0o444, 0)
+            }
         };
         let ttl = if node.is_dir() { DIR_TTL } else { FILE_TTL };
         Ok(Entry { attr, ttl })
@@ -750,7 +783,12 @@ impl LmqFs {
                 ] {
                     children.push((Self::current_view(p, kind, None, &*log), name.into()));
                 }
-                for d in [PartitionDir::From, PartitionDir::Time, PartitionDir::Keys] {
+                for d in [
+                    PartitionDir::From,
+                    PartitionDir::Follow,
+                    PartitionDir::Time,
+                    PartitionDir::Keys,
+                ] {
                     children.push((
                         Node::PartitionDir(p.clone(), d),
                         partition_dir_name(d).into(),
@@ -773,6 +811,13 @@ impl LmqFs {
                 self.partition_log(p)?;
             }
             Node::PartitionDir(p, PartitionDir::Keys) => children = self.list_keys(p)?,
+            Node::PartitionDir(p, PartitionDir::Follow) => {
+                // Offsets resolve by name only; `end` is listed for discovery.
+                self.partition_log(p)?;
+                for (kind, name) in [(ViewKind::Log, "end"), (ViewKind::Jsonl, "end.jsonl")] {
+                    children.push((Node::Follow(p.clone(), FollowFrom::End, kind), name.into()));
+                }
+            }
             Node::PartitionDir(p, PartitionDir::Segments) => {
                 let log = self.partition_log(p)?;
                 for segment in log.segments() {
@@ -939,6 +984,16 @@ impl LmqFs {
                 }))
             }
             Node::Key(p, key) => self.open_key(p, key, mode, truncate),
+            Node::Follow(p, from, kind) => {
+                if mode.writes() {
+                    return refuse("streams are read-only; write to append or append.jsonl");
+                }
+                let handle = self.open_stream(p, *from, *kind)?;
+                Ok(Opened {
+                    fh: self.insert_handle(handle),
+                    cache: CachePolicy::Stream,
+                })
+            }
         }
     }
 
@@ -956,6 +1011,15 @@ impl LmqFs {
                 "{partition}: append files are write-only"
             ))),
             Handle::Key { buffer, .. } => Ok(slice(lock(buffer).content())),
+            // The FUSE adapter reads streams with `stream_read`, parking the reply when it
+            // would block; a plain read that would block says so.
+            Handle::Stream { .. } => match self.stream_read(fh, size)? {
+                crate::fs::follow::StreamRead::Data(data) => Ok(data),
+                crate::fs::follow::StreamRead::Eof => Ok(Vec::new()),
+                crate::fs::follow::StreamRead::WouldBlock => Err(FsError::WouldBlock(format!(
+                    "inode {ino}: no new records yet"
+                ))),
+            },
             Handle::View { map, base, cursor } => {
                 let hint = *lock(cursor);
                 let (data, next) = map.read(base + offset, size as usize, hint)?;
@@ -1023,6 +1087,7 @@ impl LmqFs {
                         pending.clear();
                         return Err(e.into());
                     }
+                    self.notify_appended(partition);
                     debug!("{partition}: appended {} records", split.records.len());
                 }
                 pending.commit(data, &split);
@@ -1037,9 +1102,10 @@ impl LmqFs {
                 self.write_key(&handle, offset, data)?;
                 Ok(written)
             }
-            Handle::Snapshot(_) | Handle::View { .. } | Handle::Segment { .. } => {
-                Err(FsError::BadHandle("file is read-only".into()))
-            }
+            Handle::Snapshot(_)
+            | Handle::View { .. }
+            | Handle::Segment { .. }
+            | Handle::Stream { .. } => Err(FsError::BadHandle("file is read-only".into())),
         }
     }
 
@@ -1062,6 +1128,7 @@ impl LmqFs {
             }
             if let Some(record) = pending.take_record(*format)? {
                 log.append(std::slice::from_ref(&record))?;
+                self.notify_appended(partition);
                 debug!("{partition}: appended the unterminated last line on close");
             }
         }
@@ -1127,6 +1194,7 @@ impl LmqFs {
                 self.check_writable_mount()?;
                 self.storage.delete_topic(t)?;
                 self.forget_topic_state(t);
+                self.notify_topic_deleted(t);
                 info!("deleted topic {t:?}");
                 Ok(())
             }
