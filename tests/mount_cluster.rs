@@ -92,6 +92,38 @@ fn two_mounts_of_one_cluster_see_each_others_records() {
 }
 
 #[test]
+fn a_follow_stream_wakes_for_records_another_mount_appended() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let Some(a) = Mount::on_cluster(&broker) else {
+        return;
+    };
+    let Some(b) = Mount::on_cluster(&broker) else {
+        return;
+    };
+    a.create_topic("f", 1);
+    assert!(wait_until(Duration::from_secs(10), || b
+        .path("f/0")
+        .exists()));
+    let mut follow = Follower::spawn(&b.mnt, "cat f/0/follow/0", &b.scratch().join("f.err"));
+    std::thread::sleep(Duration::from_millis(300));
+    sh_ok(&a.mnt, "echo one >> f/0/append");
+    assert!(
+        follow.wait_for_lines(1, Duration::from_secs(10)),
+        "B's follow/0 did not wake for A's record: {}",
+        follow.stderr()
+    );
+    sh_ok(&a.mnt, "printf 'two\\nthree\\n' >> f/0/append");
+    assert!(
+        follow.wait_for_lines(3, Duration::from_secs(10)),
+        "B's follow/0 missed records: {:?}",
+        follow.seen
+    );
+    assert_eq!(follow.seen, ["one", "two", "three"]);
+}
+
+#[test]
 fn a_kafka_client_and_the_mount_read_each_others_records() {
     let Some(broker) = Broker::start() else {
         return;

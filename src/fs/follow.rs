@@ -210,6 +210,18 @@ impl LmqFs {
 
     /// Registers who is told about appends and deleted topics (the FUSE adapter).
     pub fn set_stream_listener(&self, listener: Arc<dyn StreamListener>) {
+        // Records other writers append to a shared cluster wake streams too. Weak: the
+        // listener owns this filesystem, which owns the storage.
+        let weak = Arc::downgrade(&listener);
+        self.storage()
+            .watch_appends(Arc::new(move |topic: &str, partition: u32| {
+                if let Some(listener) = weak.upgrade() {
+                    listener.appended(&PartitionId {
+                        topic: topic.into(),
+                        partition,
+                    });
+                }
+            }));
         *lock(&self.stream_listener) = Some(listener);
     }
 

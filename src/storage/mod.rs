@@ -67,7 +67,16 @@ pub trait Storage: Send + Sync {
 
     /// Makes everything appended so far durable, on every partition.
     fn flush_all(&self) -> Result<()>;
+
+    /// Registers `watcher`, called with (topic, partition) when records that other writers
+    /// appended (another mount or client of a shared cluster) become readable, so waiting
+    /// readers wake. Appends through this mount are the file interface's to announce. Storage
+    /// that only this mount writes never calls it: the default does nothing.
+    fn watch_appends(&self, _watcher: AppendWatcher) {}
 }
+
+/// Told about records other writers appended: (topic, partition).
+pub type AppendWatcher = Arc<dyn Fn(&str, u32) + Send + Sync>;
 
 /// One partition's log.
 pub trait Partition: Send + Sync {

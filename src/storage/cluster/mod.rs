@@ -50,7 +50,7 @@ pub use client::ClientSettings;
 use client::{kafka_error, lock, Failure, GroupConsumers, Producer, ReaderPool};
 pub use partition::ClusterPartition;
 
-use super::{LogConfig, Partition, Result, Storage, StorageError};
+use super::{AppendWatcher, LogConfig, Partition, Result, Storage, StorageError};
 use crate::engine::LogManager;
 
 /// How a mount uses its cluster.
@@ -105,6 +105,8 @@ struct TopicsView {
 /// What every partition of the mount shares.
 pub(crate) struct Shared {
     options: ClusterOptions,
+    /// When the storage connected: the clock of [`ClusterPartition::last_used`].
+    started: Instant,
     admin: AdminClient<DefaultClientContext>,
     producer: Producer,
     metadata: BaseConsumer,
@@ -113,7 +115,16 @@ pub(crate) struct Shared {
     cache: Mutex<BatchCache>,
     topics: Mutex<TopicsView>,
     configs: Mutex<HashMap<String, (Instant, LogConfig)>>,
+    /// Told when other writers' records show up (see [`WATCHED_PARTITIONS`]).
+    watcher: Mutex<Option<AppendWatcher>>,
+    /// The partitions this mount opened, for the watcher (weak: `ClusterStorage` owns them).
+    opened: Mutex<Vec<std::sync::Weak<ClusterPartition>>>,
 }
+
+/// How many of the most recently used partitions are watched for other writers' records.
+const WATCHED_PARTITIONS: usize = 32;
+/// How often watched partitions' log ends are asked for.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long a described topic config is used before it is asked for again.
 const CONFIG_MAX_AGE: Duration = Duration::from_secs(5);
@@ -153,6 +164,9 @@ impl ClusterStorage {
                 topics: BTreeMap::new(),
             }),
             configs: Mutex::new(HashMap::new()),
+            watcher: Mutex::new(None),
+            opened: Mutex::new(Vec::new()),
+            started: Instant::now(),
             options,
             admin,
             producer,
@@ -185,19 +199,49 @@ impl ClusterStorage {
 /// How long a reader may sit idle, still fetching ahead, before it is paused.
 const READER_IDLE: Duration = Duration::from_secs(1);
 
-/// Pauses idle readers twice a second, for as long as the storage exists.
+/// For as long as the storage exists: pauses idle readers, and once a watcher is registered,
+/// asks the log ends of the [`WATCHED_PARTITIONS`] most recently used partitions every
+/// [`WATCH_INTERVAL`] and tells the watcher where they grew (records from other writers).
 fn start_housekeeping(shared: std::sync::Weak<Shared>) {
     let spawned = std::thread::Builder::new()
         .name("cluster-housekeeping".into())
-        .spawn(move || loop {
-            std::thread::sleep(READER_IDLE / 2);
-            match shared.upgrade() {
-                Some(shared) => shared.readers.pause_idle(READER_IDLE),
-                None => return,
+        .spawn(move || {
+            let mut last_pause = Instant::now();
+            loop {
+                std::thread::sleep(WATCH_INTERVAL);
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if last_pause.elapsed() >= READER_IDLE / 2 {
+                    shared.readers.pause_idle(READER_IDLE);
+                    last_pause = Instant::now();
+                }
+                shared.watch_once();
             }
         });
     if let Err(e) = spawned {
         log::warn!("no housekeeping thread ({e}): idle readers keep fetching");
+    }
+}
+
+impl Shared {
+    /// One round of watching for other writers' records.
+    fn watch_once(&self) {
+        let Some(watcher) = lock(&self.watcher).clone() else {
+            return;
+        };
+        let mut partitions: Vec<Arc<ClusterPartition>> = {
+            let mut opened = lock(&self.opened);
+            opened.retain(|w| w.strong_count() > 0);
+            opened.iter().filter_map(|w| w.upgrade()).collect()
+        };
+        partitions.sort_by_key(|p| std::cmp::Reverse(p.last_used()));
+        partitions.truncate(WATCHED_PARTITIONS);
+        for p in partitions {
+            if p.grew_since_last_watch() {
+                watcher(p.topic(), p.partition_id());
+            }
+        }
     }
 }
 
@@ -525,14 +569,20 @@ impl Storage for ClusterStorage {
         let p = lock(&self.partitions)
             .entry(key)
             .or_insert_with(|| {
-                Arc::new(ClusterPartition::new(
+                let p = Arc::new(ClusterPartition::new(
                     self.shared.clone(),
                     topic.to_string(),
                     partition,
-                ))
+                ));
+                lock(&self.shared.opened).push(Arc::downgrade(&p));
+                p
             })
             .clone();
         Ok(p)
+    }
+
+    fn watch_appends(&self, watcher: AppendWatcher) {
+        *lock(&self.shared.watcher) = Some(watcher);
     }
 
     fn flush_all(&self) -> Result<()> {

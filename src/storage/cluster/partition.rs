@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,11 @@ use crate::storage::{
 
 /// How long a fetch waits without a record before it returns what it has.
 const FETCH_IDLE: Duration = Duration::from_millis(300);
+/// How long a check of the log end waits after the last record: the rest of a batch arrives
+/// with its first record.
+const PROBE_IDLE: Duration = Duration::from_millis(10);
+/// How long a check of the log end waits for its first record.
+const PROBE_EMPTY: Duration = Duration::from_millis(500);
 /// How long a fetch with nothing at all waits before it gives up for now (offsets below the
 /// log end that hold no record a consumer sees: transaction markers, aborted records).
 const FETCH_EMPTY: Duration = Duration::from_secs(2);
@@ -37,6 +43,8 @@ struct Offsets {
     log_end_offset: i64,
     /// Goes up each time the log start is seen to move.
     generation: u64,
+    /// The log end the leader last answered (before the check against fetched records).
+    reported_high: i64,
 }
 
 /// Live keys from the records scanned so far: key -> (offset of its latest record, whether
@@ -55,6 +63,10 @@ pub struct ClusterPartition {
     partition: u32,
     offsets: Mutex<Offsets>,
     keys: Mutex<KeyIndex>,
+    /// When a file last used the partition (ms since the storage connected), for watching.
+    last_used_ms: AtomicU64,
+    /// The log end the watcher last saw.
+    watched_end: AtomicI64,
 }
 
 impl ClusterPartition {
@@ -68,9 +80,41 @@ impl ClusterPartition {
                 log_start_offset: 0,
                 log_end_offset: 0,
                 generation: 0,
+                reported_high: -1,
             }),
             keys: Mutex::new(KeyIndex::default()),
+            last_used_ms: AtomicU64::new(0),
+            watched_end: AtomicI64::new(-1),
         }
+    }
+
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition's number.
+    pub fn partition_id(&self) -> u32 {
+        self.partition
+    }
+
+    /// When a file last used the partition.
+    pub(crate) fn last_used(&self) -> u64 {
+        self.last_used_ms.load(Ordering::Relaxed)
+    }
+
+    fn touch(&self) {
+        let ms = self.shared.started.elapsed().as_millis() as u64;
+        self.last_used_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Asks the log end; true if it grew since the last call (not on the first).
+    pub(crate) fn grew_since_last_watch(&self) -> bool {
+        let Ok((_, end, _)) = self.offsets(false) else {
+            return false;
+        };
+        let before = self.watched_end.swap(end, Ordering::Relaxed);
+        before >= 0 && end > before
     }
 
     fn failure(&self, operation: &'static str) -> Failure<'_> {
@@ -108,14 +152,23 @@ impl ClusterPartition {
             return Ok((o.log_start_offset, o.log_end_offset, o.generation));
         }
         let (low, mut high) = self.watermarks()?;
-        if high == low + 1 {
-            // Tansu 0.6 answers ListOffsets(latest) with base offset + 1 while a partition
-            // holds a single batch, however many records it has. The records fetched from
-            // the log start tell the real end (one fetch, then the cache answers).
+        if high > low && high != o.reported_high {
+            // Some brokers answer ListOffsets(latest) with the last batch's base offset + 1
+            // (Tansu 0.6), however many records that batch has. So each new answer is checked
+            // against the records fetched from its last offset on: one short fetch per change
+            // of the answer, and the cache keeps what it read for the readers.
             drop(o);
-            let probed = self.end_seen_from(low)?;
-            high = high.max(probed);
+            let probed = self.end_seen_from(high - 1)?;
             o = lock(&self.offsets);
+            if probed > high {
+                log::debug!(
+                    "{}-{}: ListOffsets answered {high}, records go on to {probed}",
+                    self.topic,
+                    self.partition
+                );
+            }
+            o.reported_high = high;
+            high = high.max(probed);
         }
         if o.refreshed.is_some() && low != o.log_start_offset {
             o.generation += 1;
@@ -143,8 +196,8 @@ impl ClusterPartition {
         Ok((o.log_start_offset, o.log_end_offset, o.generation))
     }
 
-    /// The offset after the last record fetched in one run from `low` (cached, so asked of
-    /// the brokers once per log start).
+    /// The offset after the last record fetched in one run from `low` (the cache answers
+    /// when it covers `low`).
     fn end_seen_from(&self, low: i64) -> Result<i64> {
         let cached = lock(&self.shared.cache).covered_end(&self.key(), low);
         if let Some(end) = cached {
@@ -153,7 +206,7 @@ impl ClusterPartition {
         let stop = lock(&self.shared.cache)
             .next_start(&self.key(), low)
             .unwrap_or(i64::MAX);
-        let chunk = self.fetch_from_cluster(low, stop, 1024 * 1024)?;
+        let chunk = self.fetch_from_cluster(low, stop, 1024 * 1024, PROBE_IDLE)?;
         if chunk.end == stop {
             if let Some(end) = lock(&self.shared.cache).covered_end(&self.key(), stop) {
                 return Ok(end);
@@ -181,7 +234,13 @@ impl ClusterPartition {
 
     /// Reads records from `from` on from the brokers, up to about `max_bytes`, stopping at
     /// `stop` (the log end, or where the next cached chunk begins); caches and returns them.
-    fn fetch_from_cluster(&self, from: i64, stop: i64, max_bytes: usize) -> Result<Chunk> {
+    fn fetch_from_cluster(
+        &self,
+        from: i64,
+        stop: i64,
+        max_bytes: usize,
+        idle_limit: Duration,
+    ) -> Result<Chunk> {
         let mut reader = self
             .shared
             .readers
@@ -197,12 +256,17 @@ impl ClusterPartition {
         let mut next = from;
         while next < stop && bytes < max_bytes {
             let idle = last_record.elapsed();
-            if (!records.is_empty() && idle >= FETCH_IDLE)
-                || (records.is_empty() && idle >= FETCH_EMPTY)
+            let empty_limit = if idle_limit < FETCH_IDLE {
+                PROBE_EMPTY
+            } else {
+                FETCH_EMPTY
+            };
+            if (!records.is_empty() && idle >= idle_limit)
+                || (records.is_empty() && idle >= empty_limit)
             {
                 break;
             }
-            let Some(polled) = reader.consumer.poll(Duration::from_millis(50)) else {
+            let Some(polled) = reader.consumer.poll(Duration::from_millis(5)) else {
                 continue;
             };
             let message = match polled {
@@ -335,6 +399,7 @@ impl Partition for ClusterPartition {
     }
 
     fn append(&self, records: &[NewRecord]) -> Result<AppendInfo> {
+        self.touch();
         if records.is_empty() {
             return Err(StorageError::InvalidArgument("no records to append".into()));
         }
@@ -416,6 +481,7 @@ impl Partition for ClusterPartition {
     }
 
     fn fetch(&self, generation: u64, offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
+        self.touch();
         let (start, end, current) = self.offsets(false)?;
         let from = if generation >= current {
             offset.max(start)
@@ -436,7 +502,7 @@ impl Partition for ClusterPartition {
         let stop = lock(&self.shared.cache)
             .next_start(&self.key(), from)
             .map_or(end, |s| s.min(end));
-        let chunk = self.fetch_from_cluster(from, stop, max_bytes)?;
+        let chunk = self.fetch_from_cluster(from, stop, max_bytes, FETCH_IDLE)?;
         Ok(chunk.batches)
     }
 
