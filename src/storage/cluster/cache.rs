@@ -9,7 +9,7 @@
 //! offsets in `[start, end)`, where `end` is the fetch position after the last record (offsets
 //! in between without a record were skipped by the broker: compaction, transaction markers).
 //! Chunks of a partition never overlap: a fetch from the broker stops where the next cached
-//! chunk begins. The cache keeps chunks of every partition within one byte budget and evicts
+//! chunk begins, and a chunk from a racing fetch replaces those it overlaps. The cache keeps chunks of every partition within one byte budget and evicts
 //! the least recently used first; a chunk larger than the budget is served but not kept.
 //!
 //! Cached records stay valid for as long as they are kept: a partition's records are never
@@ -208,7 +208,7 @@ impl BatchCache {
         chunks.range(offset..).next().map(|(&start, _)| start)
     }
 
-    /// Keeps `chunk` (which must not overlap a cached chunk of the partition), evicting the
+    /// Keeps `chunk`, replacing cached chunks of the partition it overlaps, and evicts the
     /// least recently used chunks to stay within the budget.
     pub fn insert(&mut self, key: (String, u32), chunk: Chunk) {
         let size = chunk.bytes();
@@ -218,23 +218,24 @@ impl BatchCache {
         self.tick += 1;
         let tick = self.tick;
         let chunks = self.partitions.entry(key).or_default();
-        debug_assert!(
-            chunks
-                .range(..chunk.end)
-                .next_back()
-                .is_none_or(|(_, e)| e.chunk.end <= chunk.start),
-            "cached chunks overlap"
-        );
-        let start = chunk.start;
-        if let Some(old) = chunks.insert(
-            start,
+        // Two fetches of one partition can race (a reader and a check of the log end); both
+        // hold the same records, so the newer chunk replaces every chunk it overlaps.
+        let overlapping: Vec<i64> = chunks
+            .range(..chunk.end)
+            .filter(|(_, e)| e.chunk.end > chunk.start)
+            .map(|(&s, _)| s)
+            .collect();
+        for start in overlapping {
+            let old = chunks.remove(&start).expect("listed above");
+            self.used_bytes -= old.chunk.bytes();
+        }
+        chunks.insert(
+            chunk.start,
             Entry {
                 chunk,
                 last_used: tick,
             },
-        ) {
-            self.used_bytes -= old.chunk.bytes();
-        }
+        );
         self.used_bytes += size;
         while self.used_bytes > self.budget_bytes {
             if !self.evict_one() {
@@ -365,6 +366,20 @@ mod tests {
         assert!(cache.get(&key, 20, 1).is_none(), "20..30 is not cached");
         assert_eq!(cache.next_start(&key, 20), Some(30));
         assert!(cache.get(&("t".to_string(), 1), 0, 1).is_none());
+    }
+
+    #[test]
+    fn an_overlapping_chunk_replaces_the_chunks_it_overlaps() {
+        let key = ("t".to_string(), 0);
+        let mut cache = BatchCache::new(1 << 20);
+        cache.insert(key.clone(), chunk(0, 10));
+        cache.insert(key.clone(), chunk(10, 20));
+        cache.insert(key.clone(), chunk(5, 15));
+        assert_eq!(cache.covered_end(&key, 5), Some(15));
+        assert!(cache.get(&key, 2, 1).is_none());
+        let got = cache.get(&key, 12, usize::MAX).unwrap();
+        assert_eq!(got.last().unwrap().header.next_offset(), 15);
+        assert_eq!(cache.used_bytes(), chunk(5, 15).bytes());
     }
 
     #[test]

@@ -488,8 +488,18 @@ impl Partition for ClusterPartition {
         } else {
             offset
         };
-        if let Some(batches) = lock(&self.shared.cache).get(&self.key(), from, max_bytes) {
-            return Ok(batches);
+        let mut from = from;
+        {
+            let mut cache = lock(&self.shared.cache);
+            if let Some(batches) = cache.get(&self.key(), from, max_bytes) {
+                if !batches.is_empty() {
+                    return Ok(batches);
+                }
+                // The cached run holds no record from `from` on: read on from its end.
+                if let Some(end_of_run) = cache.covered_end(&self.key(), from) {
+                    from = end_of_run;
+                }
+            }
         }
         if from >= end {
             return Ok(Vec::new());
