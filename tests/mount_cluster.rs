@@ -74,9 +74,14 @@ fn two_mounts_of_one_cluster_see_each_others_records() {
     tail.drain_for(Duration::from_millis(500));
     assert_eq!(tail.seen, ["a1", "a2", "b1", "a3"]);
     // Offsets are the cluster's: both mounts name the same record by the same offset.
-    assert!(wait_until(Duration::from_secs(5), || {
-        read_string(&a.path("shared/0/log")) == "a1\na2\nb1\na3\n"
-    }));
+    let mut seen = String::new();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            seen = read_string(&a.path("shared/0/log"));
+            seen == "a1\na2\nb1\na3\n"
+        }),
+        "A's log: {seen:?}"
+    );
     assert_eq!(read(&a.path("shared/0/2")), b"b1");
     assert_eq!(read(&b.path("shared/0/3")), b"a3");
     assert_eq!(

@@ -457,30 +457,7 @@ pub struct Reader {
     pub consumer: BaseConsumer,
     /// The assigned partition and the offset its next record has at least.
     pub position: Option<(String, u32, i64)>,
-    paused: bool,
     last_used: Instant,
-}
-
-impl Reader {
-    /// Stops fetching until the next [`Reader::seek`] (librdkafka drops what was prefetched);
-    /// a reader that cannot pause forgets its partition instead.
-    fn pause(&mut self) {
-        if self.paused {
-            return;
-        }
-        let paused = self
-            .consumer
-            .assignment()
-            .and_then(|tpl| self.consumer.pause(&tpl));
-        match paused {
-            Ok(()) => self.paused = true,
-            Err(e) => {
-                log::debug!("pausing an idle reader: {e}");
-                self.position = None;
-                let _ = self.consumer.unassign();
-            }
-        }
-    }
 }
 
 impl Reader {
@@ -488,19 +465,25 @@ impl Reader {
     /// (then the records librdkafka prefetched are used).
     pub fn seek(&mut self, topic: &str, partition: u32, offset: i64) -> Result<(), KafkaError> {
         if let Some((t, p, o)) = &self.position {
-            // A paused reader is assigned afresh: librdkafka dropped what it had prefetched,
-            // and its fetch position may be past `offset`.
-            if t == topic && *p == partition && *o == offset && !self.paused {
+            if t == topic && *p == partition && *o == offset {
                 return Ok(());
             }
         }
         self.position = None;
-        self.paused = false;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition as i32, Offset::Offset(offset))?;
         self.consumer.assign(&tpl)?;
         self.position = Some((topic.to_string(), partition, offset));
         Ok(())
+    }
+
+    /// Stops fetching: forgets the partition and what was prefetched.
+    fn release(&mut self) {
+        if self.position.take().is_some() {
+            if let Err(e) = self.consumer.unassign() {
+                log::debug!("releasing an idle reader: {e}");
+            }
+        }
     }
 }
 
@@ -586,7 +569,6 @@ impl ReaderPool {
                     Ok(consumer) => Ok(self.guard(Reader {
                         consumer,
                         position: None,
-                        paused: false,
                         last_used: Instant::now(),
                     })),
                     Err(e) => {
@@ -603,14 +585,14 @@ impl ReaderPool {
         }
     }
 
-    /// Pauses the readers idle for `idle` or longer, so an idle mount sends the brokers no
-    /// fetches. (Pausing drops what a reader prefetched, so a reader in use is left alone: a
-    /// sequential read keeps its prefetched records.)
-    pub fn pause_idle(&self, idle: Duration) {
+    /// Releases the readers idle for `idle` or longer, so an idle mount sends the brokers no
+    /// fetches. (A reader in use, or used moments ago by a sequential read, keeps what it
+    /// prefetched.)
+    pub fn release_idle(&self, idle: Duration) {
         let mut state = lock(&self.state);
         for reader in state.idle.iter_mut() {
             if reader.last_used.elapsed() >= idle {
-                reader.pause();
+                reader.release();
             }
         }
     }

@@ -196,27 +196,30 @@ impl ClusterStorage {
     }
 }
 
-/// How long a reader may sit idle, still fetching ahead, before it is paused.
-const READER_IDLE: Duration = Duration::from_secs(1);
+/// How long a reader may sit idle, still fetching ahead, before it is released. Short: a
+/// reader left fetching a partition the cluster forgot (a broker restarted empty) has been
+/// seen to crash librdkafka 2.12 on Tansu's answer; a sequential read asks again within
+/// microseconds.
+const READER_IDLE: Duration = Duration::from_millis(200);
 
-/// For as long as the storage exists: pauses idle readers, and once a watcher is registered,
+/// For as long as the storage exists: releases idle readers, and once a watcher is registered,
 /// asks the log ends of the [`WATCHED_PARTITIONS`] most recently used partitions every
 /// [`WATCH_INTERVAL`] and tells the watcher where they grew (records from other writers).
 fn start_housekeeping(shared: std::sync::Weak<Shared>) {
     let spawned = std::thread::Builder::new()
         .name("cluster-housekeeping".into())
         .spawn(move || {
-            let mut last_pause = Instant::now();
+            let mut last_watch = Instant::now();
             loop {
-                std::thread::sleep(WATCH_INTERVAL);
+                std::thread::sleep(READER_IDLE / 2);
                 let Some(shared) = shared.upgrade() else {
                     return;
                 };
-                if last_pause.elapsed() >= READER_IDLE / 2 {
-                    shared.readers.pause_idle(READER_IDLE);
-                    last_pause = Instant::now();
+                shared.readers.release_idle(READER_IDLE);
+                if last_watch.elapsed() >= WATCH_INTERVAL {
+                    shared.watch_once();
+                    last_watch = Instant::now();
                 }
-                shared.watch_once();
             }
         });
     if let Err(e) = spawned {
