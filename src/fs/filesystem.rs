@@ -35,6 +35,7 @@ use log::{debug, info};
 use crate::fs::append::{AppendFormat, PendingLine};
 use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
+use crate::fs::groups::{ConsumeHandle, ConsumerClaims};
 use crate::fs::inode::{InodeTable, ROOT_INO};
 use crate::fs::json::record_json_line;
 use crate::fs::keys::KeyBuffer;
@@ -74,6 +75,10 @@ lmqfs: a Kafka-style commit log as files.
   TOPIC/P/keys/                      ls: live keys; cat KEY: latest value;
                                      echo v > KEY: append a keyed record (on close);
                                      rm KEY: append a tombstone
+  TOPIC/P/groups/                    ls: consumer groups that committed; cat GROUP: its
+                                     committed offset; echo N > GROUP: commit offset N
+  TOPIC/P/consume/GROUP              read: records from GROUP's committed offset to the end;
+                                     close commits what was read (one reader per group)
   TOPIC/P/stats                      read: JSON facts about the partition, last cleanup runs
   TOPIC/P/control                    write: roll | flush | retention | compact
                                             | delete-records OFFSET
@@ -91,6 +96,7 @@ Examples:
   mkdir users && echo cleanup.policy=compact > users/config
   echo alice > users/0/keys/u1 && cat users/0/keys/u1 && ls users/0/keys
   echo compact > users/0/control && cat users/0/stats
+  cat orders/0/consume/nightly | ./process   # again later: only what is new
 ";
 
 /// File or directory.
@@ -221,6 +227,8 @@ pub(super) enum Handle {
         writable: bool,
         buffer: Mutex<KeyBuffer>,
     },
+    /// `consume/<group>`: see [`crate::fs::groups`].
+    Consume(ConsumeHandle),
 }
 
 /// The filesystem semantics over a [`Storage`] (the embedded engine, or a cluster).
@@ -235,6 +243,8 @@ pub struct LmqFs {
     views: Mutex<HashMap<ViewKey, Arc<ViewMap>>>,
     /// Recent control outcomes by scope: "" (root), "topic", "topic/partition".
     pub(super) outcomes: Mutex<HashMap<String, OutcomeLog>>,
+    /// The open `consume/<group>` files' (partition, group) pairs (a leaf lock).
+    pub(super) consumers: Mutex<ConsumerClaims>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,6 +268,7 @@ impl LmqFs {
             next_fh: AtomicU64::new(1),
             views: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(ConsumerClaims::new()),
         }
     }
 
@@ -323,6 +334,7 @@ impl LmqFs {
             Node::Record(p, offset, _) => self.read_record(p, *offset).map(drop),
             Node::Segment(p, name) => self.segment_path(p, name).map(drop),
             Node::Key(p, key) => self.key_value(p, key).map(drop),
+            Node::Group(p, g) | Node::Consume(p, g) => self.validate_group(p, g),
         }
     }
 
@@ -433,6 +445,8 @@ impl LmqFs {
                 self.segment_path(p, name)?;
                 Ok(Node::Segment(p.clone(), Arc::from(name)))
             }
+            Node::PartitionDir(p, PartitionDir::Groups) => self.resolve_group(p, name),
+            Node::PartitionDir(p, PartitionDir::Consume) => self.resolve_consume(p, name),
             _ => Err(FsError::NotADirectory(parent.describe())),
         }
     }
@@ -456,7 +470,7 @@ impl LmqFs {
 
     // ----- attributes ------------------------------------------------------------------
 
-    fn view_map(&self, view: &ViewId) -> FsResult<Arc<ViewMap>> {
+    pub(super) fn view_map(&self, view: &ViewId) -> FsResult<Arc<ViewMap>> {
         let key = ViewKey {
             partition: view.partition.clone(),
             kind: view.kind,
@@ -550,12 +564,14 @@ impl LmqFs {
                 format!("{offset}\n").into_bytes()
             }
             Node::Key(p, key) => self.key_value(p, key)?,
+            Node::Group(p, group) => self.group_text(p, group)?,
             Node::Root
             | Node::Topic(_)
             | Node::Partition(_)
             | Node::PartitionDir(_, _)
             | Node::View(_)
-            | Node::Segment(_, _) => {
+            | Node::Segment(_, _)
+            | Node::Consume(_, _) => {
                 return Err(FsError::IsADirectory(format!(
                     "{} has no rendered content",
                     node.describe()
@@ -591,7 +607,8 @@ impl LmqFs {
             Node::Topic(t) => dir(2 + self.topic_exists(t)?),
             Node::Partition(p) => {
                 self.partition_log(p)?;
-                dir(2 + 4)
+                // from, time, keys, segments; groups, consume.
+                dir(2 + 6)
             }
             Node::PartitionDir(p, _) => {
                 self.partition_log(p)?;
@@ -647,6 +664,18 @@ impl LmqFs {
                 file(0o444, size)
             }
             Node::Key(p, key) => file(0o644, self.key_size(p, key, handle)?),
+            Node::Group(p, group) => file(0o644, self.group_size(p, group)?),
+            Node::Consume(p, group) => {
+                let size = match handle {
+                    Some(Handle::Consume(consume)) => consume.len_bytes(),
+                    // The snapshot is taken at open; before it, nothing is promised.
+                    _ => {
+                        self.validate_group(p, group)?;
+                        0
+                    }
+                };
+                file(0o444, size)
+            }
         };
         let ttl = if node.is_dir() { DIR_TTL } else { FILE_TTL };
         Ok(Entry { attr, ttl })
@@ -697,6 +726,7 @@ impl LmqFs {
                     | Node::PartitionFile(_, PartitionFile::Control)
                     | Node::TopicFile(..)
                     | Node::RootControl
+                    | Node::Group(..)
             );
             // Truncation to zero of a write target is what `>` does before writing: accepted
             // and ignored, so `echo x > append` works like `>>`. Anything else would rewrite
@@ -767,12 +797,20 @@ impl LmqFs {
                     Node::PartitionDir(p.clone(), segments),
                     partition_dir_name(segments).into(),
                 ));
+                for d in [PartitionDir::Groups, PartitionDir::Consume] {
+                    children.push((
+                        Node::PartitionDir(p.clone(), d),
+                        partition_dir_name(d).into(),
+                    ));
+                }
             }
             Node::PartitionDir(p, PartitionDir::From | PartitionDir::Time) => {
                 // Offsets and times resolve by name only: a partition may hold billions.
                 self.partition_log(p)?;
             }
             Node::PartitionDir(p, PartitionDir::Keys) => children = self.list_keys(p)?,
+            Node::PartitionDir(p, PartitionDir::Groups) => children = self.list_groups(p, false)?,
+            Node::PartitionDir(p, PartitionDir::Consume) => children = self.list_groups(p, true)?,
             Node::PartitionDir(p, PartitionDir::Segments) => {
                 let log = self.partition_log(p)?;
                 for segment in log.segments() {
@@ -883,7 +921,8 @@ impl LmqFs {
             }
             Node::RootControl
             | Node::TopicFile(..)
-            | Node::PartitionFile(_, PartitionFile::Control) => {
+            | Node::PartitionFile(_, PartitionFile::Control)
+            | Node::Group(..) => {
                 if mode.writes() {
                     self.check_writable_mount()?;
                 }
@@ -939,6 +978,7 @@ impl LmqFs {
                 }))
             }
             Node::Key(p, key) => self.open_key(p, key, mode, truncate),
+            Node::Consume(p, group) => self.open_consume(p, group, mode),
         }
     }
 
@@ -956,6 +996,7 @@ impl LmqFs {
                 "{partition}: append files are write-only"
             ))),
             Handle::Key { buffer, .. } => Ok(slice(lock(buffer).content())),
+            Handle::Consume(consume) => self.read_consume(consume, offset, size),
             Handle::View { map, base, cursor } => {
                 let hint = *lock(cursor);
                 let (data, next) = map.read(base + offset, size as usize, hint)?;
@@ -1037,9 +1078,10 @@ impl LmqFs {
                 self.write_key(&handle, offset, data)?;
                 Ok(written)
             }
-            Handle::Snapshot(_) | Handle::View { .. } | Handle::Segment { .. } => {
-                Err(FsError::BadHandle("file is read-only".into()))
-            }
+            Handle::Snapshot(_)
+            | Handle::View { .. }
+            | Handle::Segment { .. }
+            | Handle::Consume(_) => Err(FsError::BadHandle("file is read-only".into())),
         }
     }
 
@@ -1048,6 +1090,9 @@ impl LmqFs {
     fn append_pending(&self, handle: &Handle, released: bool) -> FsResult<()> {
         if let Handle::Key { .. } = handle {
             return self.append_key_value(handle, released);
+        }
+        if let Handle::Consume(consume) = handle {
+            return self.close_consume(consume, released);
         }
         if let Handle::Append {
             partition,
@@ -1189,10 +1234,12 @@ impl LmqFs {
     }
 
     /// `create` (open with `O_CREAT` of a name that does not exist): only in `keys/`, where it
-    /// makes a key file (see [`crate::fs::keys`]); EPERM anywhere else.
+    /// makes a key file (see [`crate::fs::keys`]), and in `groups/`, where it makes a group
+    /// file (see [`crate::fs::groups`]); EPERM anywhere else.
     pub fn create(&self, parent: u64, name: &OsStr, mode: AccessMode) -> FsResult<(Entry, Opened)> {
         match self.node(parent)? {
             Node::PartitionDir(p, PartitionDir::Keys) => self.create_key(&p, name, mode),
+            Node::PartitionDir(p, PartitionDir::Groups) => self.create_group(&p, name, mode),
             _ => Err(self.refuse_creation(parent, name)),
         }
     }

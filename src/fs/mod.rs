@@ -12,6 +12,7 @@
 //! - [`control`]: `control` command parsing and the recent outcomes shown on read.
 //! - [`commands`]: writes to `control`, `config`, `partitions`; the command runner.
 //! - [`keys`]: `keys/`, a partition as a key-value map.
+//! - [`groups`]: `groups/` and `consume/`, consumer group offsets.
 //! - [`stats`]: the partition's `stats` JSON.
 //! - [`time`]: RFC 3339 and milliseconds.
 //! - [`error`]: [`FsError`], mapped to errno in one place by the FUSE adapter.
@@ -21,6 +22,7 @@ pub mod commands;
 pub mod control;
 pub mod error;
 pub mod filesystem;
+pub mod groups;
 pub mod inode;
 pub mod json;
 pub mod keys;

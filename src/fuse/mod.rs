@@ -38,6 +38,7 @@ pub fn errno(error: &FsError) -> Errno {
         FsError::NameTooLong(_) => Errno::ENAMETOOLONG,
         FsError::NotADirectory(_) => Errno::ENOTDIR,
         FsError::IsADirectory(_) => Errno::EISDIR,
+        FsError::Busy(_) => Errno::EBUSY,
         FsError::ReadOnly => Errno::EROFS,
         FsError::NotImplemented(_) => Errno::EOPNOTSUPP,
         // An old view generation whose segment files were deleted: the handle is stale.
