@@ -493,6 +493,32 @@ mod tests {
     }
 
     #[test]
+    fn offset_after_whole_records_counts_only_records_read_to_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        fill(&log, 200, 40);
+        let map = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
+        let want = expected(&log, ViewKind::Log, 0);
+        // The record ends, the slow way: after the n-th newline, n records are whole.
+        let mut whole = 0i64;
+        for (i, byte) in want.iter().enumerate() {
+            if i % 997 == 0 {
+                assert_eq!(map.offset_after_whole_records(i as u64).unwrap(), whole);
+            }
+            if *byte == b'\n' {
+                whole += 1;
+                assert_eq!(
+                    map.offset_after_whole_records(i as u64 + 1).unwrap(),
+                    whole,
+                    "at {}",
+                    i + 1
+                );
+            }
+        }
+        assert_eq!(whole, log.log_end_offset());
+    }
+
+    #[test]
     fn map_grows_with_the_log_and_from_positions_match() {
         let dir = tempfile::tempdir().unwrap();
         let log = open_log(dir.path());
