@@ -545,3 +545,25 @@ fn a_crash_between_groups_keeps_every_key() {
     assert_compacted_from(&before, &after, false);
     assert_eq!(after.len(), 12);
 }
+
+#[test]
+fn a_log_start_inside_a_batch_does_not_let_compaction_past_the_lag() {
+    let dir = tempdir().unwrap();
+    let config = LogConfig {
+        min_compaction_lag_ms: 60_000,
+        ..compacted(1 << 20)
+    };
+    let log = open(dir.path(), config);
+    let now = now_ms();
+    let at = |key: &str, value: &str| NewRecord {
+        timestamp: Some(now),
+        ..keyed(key, value)
+    };
+    log.append(&[at("x", "0"), at("a", "1"), at("a", "2")])
+        .unwrap();
+    roll_all(&log);
+    log.delete_records(1).unwrap();
+    let outcome = log.compact(now, true, &cleaner()).unwrap();
+    assert_eq!(outcome.records_removed, 0, "{outcome}");
+    assert!(log.read_record(1).unwrap().is_some());
+}

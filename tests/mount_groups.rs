@@ -246,7 +246,16 @@ fn bad_input_table() {
     };
     // Offsets: not numbers, negative, past the log end (5), to an existing and a new group.
     for group in ["g", "new"] {
-        for offset in ["abc", "-1", "+1", "1.5", "0x1", "", "6", "99999999999999999999"] {
+        for offset in [
+            "abc",
+            "-1",
+            "+1",
+            "1.5",
+            "0x1",
+            "",
+            "6",
+            "99999999999999999999",
+        ] {
             check(
                 format!("echo {offset:?} > groups/{group}"),
                 libc::EINVAL,
@@ -360,11 +369,7 @@ fn a_user_topic_named_consumer_offsets_still_opens_and_serves() {
     )
     .unwrap();
     fs::remove_file(topics.join("legacy")).unwrap();
-    fs::rename(
-        m.data.join("legacy-0"),
-        m.data.join("__consumer_offsets-0"),
-    )
-    .unwrap();
+    fs::rename(m.data.join("legacy-0"), m.data.join("__consumer_offsets-0")).unwrap();
 
     m.remount();
     let log = m.daemon_log();
@@ -411,7 +416,12 @@ fn commits_whose_write_returned_survive_kill_9() {
         f.write_all(format!("{offset}\n").as_bytes()).unwrap();
     }
     for (i, group) in ["a", "b", "c"].iter().enumerate() {
-        commit(&m, &format!("k/0/groups/{group}"), &(10 * i + 7).to_string()).unwrap();
+        commit(
+            &m,
+            &format!("k/0/groups/{group}"),
+            &(10 * i + 7).to_string(),
+        )
+        .unwrap();
     }
     assert_eq!(sh_ok(&m.path("k/1"), "cat consume/tail"), "x\ny\n");
     // No flush, no clean stop: only write() (and close() of consume/) returned.

@@ -443,13 +443,23 @@ fn build_offset_map(
                 );
                 return Ok((map_end, indexed_bytes));
             }
-            for r in batch.records.iter().filter(|r| r.offset >= first_dirty) {
+            // A batch may straddle the first dirty offset (a log start inside it) or the first
+            // uncleanable one (records within min.compaction.lag.ms): only records between
+            // the two count, and the map ends at the uncleanable offset at the latest.
+            for r in batch
+                .records
+                .iter()
+                .filter(|r| r.offset >= first_dirty && r.offset < first_uncleanable)
+            {
                 if let Some(key) = &r.key {
                     map.put(key, r.offset);
                 }
             }
             indexed_bytes += bytes.len() as u64;
-            map_end = header.next_offset();
+            map_end = header.next_offset().min(first_uncleanable);
+            if map_end == first_uncleanable {
+                return Ok((map_end, indexed_bytes));
+            }
         }
         map_end = map_end.max(segment.end_offset.min(first_uncleanable));
     }

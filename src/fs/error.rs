@@ -53,6 +53,10 @@ pub enum FsError {
     #[error("not implemented in this version: {0}")]
     NotImplemented(String),
 
+    /// A read of a stream (`follow/`) found nothing yet and cannot wait here.
+    #[error("would block: {0}")]
+    WouldBlock(String),
+
     /// The data of an old view generation is no longer present on disk.
     #[error("view data no longer available: {0}")]
     Gone(String),

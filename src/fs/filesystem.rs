@@ -35,6 +35,7 @@ use log::{debug, info};
 use crate::fs::append::{AppendFormat, PendingLine};
 use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
+use crate::fs::follow::{StreamListener, StreamState};
 use crate::fs::groups::{ConsumeHandle, ConsumerClaims};
 use crate::fs::inode::{InodeTable, ROOT_INO};
 use crate::fs::json::record_json_line;
@@ -44,6 +45,7 @@ use crate::fs::node::{
     parse_topic_file, partition_dir_name, partition_file_name, topic_file_name, Node, PartitionDir,
     PartitionEntry, PartitionFile, PartitionId, RecordFormat, TopicFile, ViewId, ViewKind,
 };
+use crate::fs::node::{parse_follow_entry, FollowFrom};
 use crate::fs::stats::stats_json;
 use crate::fs::time::parse_timestamp_ms;
 use crate::fs::view::{Cursor, ViewMap};
@@ -131,6 +133,8 @@ pub enum CachePolicy {
     DirectIo,
     /// Keep cached pages across opens. Unused for now: see the module docs on views.
     KeepCache,
+    /// A stream: no page cache, no seeking (`follow/`).
+    Stream,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +223,13 @@ pub(super) enum Handle {
         file: std::fs::File,
         name: String,
     },
+    /// `follow/...`: see [`crate::fs::follow`].
+    Stream {
+        partition: PartitionId,
+        log: Arc<dyn Partition>,
+        kind: ViewKind,
+        state: Mutex<StreamState>,
+    },
     /// `keys/<key>`: see [`crate::fs::keys`].
     Key {
         partition: PartitionId,
@@ -245,6 +256,8 @@ pub struct LmqFs {
     pub(super) outcomes: Mutex<HashMap<String, OutcomeLog>>,
     /// The open `consume/<group>` files' (partition, group) pairs (a leaf lock).
     pub(super) consumers: Mutex<ConsumerClaims>,
+    /// Told about appends and deleted topics, for `follow/` readers (see [`crate::fs::follow`]).
+    pub(super) stream_listener: Mutex<Option<Arc<dyn StreamListener>>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -269,6 +282,7 @@ impl LmqFs {
             views: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(HashMap::new()),
             consumers: Mutex::new(ConsumerClaims::new()),
+            stream_listener: Mutex::new(None),
         }
     }
 
@@ -328,7 +342,7 @@ impl LmqFs {
             Node::Partition(p) | Node::PartitionFile(p, _) | Node::PartitionDir(p, _) => {
                 self.partition_log(p).map(drop)
             }
-            Node::Time(p, _) | Node::View(ViewId { partition: p, .. }) => {
+            Node::Time(p, _) | Node::View(ViewId { partition: p, .. }) | Node::Follow(p, _, _) => {
                 self.partition_log(p).map(drop)
             }
             Node::Record(p, offset, _) => self.read_record(p, *offset).map(drop),
@@ -432,6 +446,19 @@ impl LmqFs {
                 Ok(view)
             }
             Node::PartitionDir(p, PartitionDir::Keys) => self.resolve_key(p, name),
+            Node::PartitionDir(p, PartitionDir::Follow) => {
+                let (from, kind) = parse_follow_entry(name).ok_or_else(missing)?;
+                let log = self.partition_log(p)?;
+                if let FollowFrom::Offset(offset) = from {
+                    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+                    if offset < start || offset > end {
+                        return Err(FsError::not_found(format!(
+                            "follow/{offset} of {p}: outside [{start}, {end}]"
+                        )));
+                    }
+                }
+                Ok(Node::Follow(p.clone(), from, kind))
+            }
             Node::PartitionDir(p, PartitionDir::Time) => {
                 self.partition_log(p)?;
                 let ms = parse_timestamp_ms(name).ok_or_else(|| {
@@ -570,6 +597,7 @@ impl LmqFs {
             | Node::Partition(_)
             | Node::PartitionDir(_, _)
             | Node::View(_)
+            | Node::Follow(..)
             | Node::Segment(_, _)
             | Node::Consume(_, _) => {
                 return Err(FsError::IsADirectory(format!(
@@ -607,8 +635,8 @@ impl LmqFs {
             Node::Topic(t) => dir(2 + self.topic_exists(t)?),
             Node::Partition(p) => {
                 self.partition_log(p)?;
-                // from, time, keys, segments; groups, consume.
-                dir(2 + 6)
+                // from, time, keys, segments, follow, groups, consume.
+                dir(2 + 7)
             }
             Node::PartitionDir(p, _) => {
                 self.partition_log(p)?;
@@ -675,6 +703,11 @@ impl LmqFs {
                     }
                 };
                 file(0o444, size)
+            }
+            // A stream has no size: readers read until it ends.
+            Node::Follow(p, _, _) => {
+                self.partition_log(p)?;
+                file(0o444, 0)
             }
         };
         let ttl = if node.is_dir() { DIR_TTL } else { FILE_TTL };
@@ -780,7 +813,12 @@ impl LmqFs {
                 ] {
                     children.push((Self::current_view(p, kind, None, &*log), name.into()));
                 }
-                for d in [PartitionDir::From, PartitionDir::Time, PartitionDir::Keys] {
+                for d in [
+                    PartitionDir::From,
+                    PartitionDir::Follow,
+                    PartitionDir::Time,
+                    PartitionDir::Keys,
+                ] {
                     children.push((
                         Node::PartitionDir(p.clone(), d),
                         partition_dir_name(d).into(),
@@ -811,6 +849,13 @@ impl LmqFs {
             Node::PartitionDir(p, PartitionDir::Keys) => children = self.list_keys(p)?,
             Node::PartitionDir(p, PartitionDir::Groups) => children = self.list_groups(p, false)?,
             Node::PartitionDir(p, PartitionDir::Consume) => children = self.list_groups(p, true)?,
+            Node::PartitionDir(p, PartitionDir::Follow) => {
+                // Offsets resolve by name only; `end` is listed for discovery.
+                self.partition_log(p)?;
+                for (kind, name) in [(ViewKind::Log, "end"), (ViewKind::Jsonl, "end.jsonl")] {
+                    children.push((Node::Follow(p.clone(), FollowFrom::End, kind), name.into()));
+                }
+            }
             Node::PartitionDir(p, PartitionDir::Segments) => {
                 let log = self.partition_log(p)?;
                 for segment in log.segments() {
@@ -979,6 +1024,16 @@ impl LmqFs {
             }
             Node::Key(p, key) => self.open_key(p, key, mode, truncate),
             Node::Consume(p, group) => self.open_consume(p, group, mode),
+            Node::Follow(p, from, kind) => {
+                if mode.writes() {
+                    return refuse("streams are read-only; write to append or append.jsonl");
+                }
+                let handle = self.open_stream(p, *from, *kind)?;
+                Ok(Opened {
+                    fh: self.insert_handle(handle),
+                    cache: CachePolicy::Stream,
+                })
+            }
         }
     }
 
@@ -997,6 +1052,15 @@ impl LmqFs {
             ))),
             Handle::Key { buffer, .. } => Ok(slice(lock(buffer).content())),
             Handle::Consume(consume) => self.read_consume(consume, offset, size),
+            // The FUSE adapter reads streams with `stream_read`, parking the reply when it
+            // would block; a plain read that would block says so.
+            Handle::Stream { .. } => match self.stream_read(fh, size)? {
+                crate::fs::follow::StreamRead::Data(data) => Ok(data),
+                crate::fs::follow::StreamRead::Eof => Ok(Vec::new()),
+                crate::fs::follow::StreamRead::WouldBlock => Err(FsError::WouldBlock(format!(
+                    "inode {ino}: no new records yet"
+                ))),
+            },
             Handle::View { map, base, cursor } => {
                 let hint = *lock(cursor);
                 let (data, next) = map.read(base + offset, size as usize, hint)?;
@@ -1064,6 +1128,7 @@ impl LmqFs {
                         pending.clear();
                         return Err(e.into());
                     }
+                    self.notify_appended(partition);
                     debug!("{partition}: appended {} records", split.records.len());
                 }
                 pending.commit(data, &split);
@@ -1081,7 +1146,8 @@ impl LmqFs {
             Handle::Snapshot(_)
             | Handle::View { .. }
             | Handle::Segment { .. }
-            | Handle::Consume(_) => Err(FsError::BadHandle("file is read-only".into())),
+            | Handle::Consume(_)
+            | Handle::Stream { .. } => Err(FsError::BadHandle("file is read-only".into())),
         }
     }
 
@@ -1107,6 +1173,7 @@ impl LmqFs {
             }
             if let Some(record) = pending.take_record(*format)? {
                 log.append(std::slice::from_ref(&record))?;
+                self.notify_appended(partition);
                 debug!("{partition}: appended the unterminated last line on close");
             }
         }
@@ -1172,6 +1239,7 @@ impl LmqFs {
                 self.check_writable_mount()?;
                 self.storage.delete_topic(t)?;
                 self.forget_topic_state(t);
+                self.notify_topic_deleted(t);
                 info!("deleted topic {t:?}");
                 Ok(())
             }

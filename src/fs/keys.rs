@@ -270,6 +270,7 @@ impl LmqFs {
         self.check_writable_mount()?;
         let log = self.partition_log(p)?;
         let info = log.append(&[keyed_record(key, None)])?;
+        self.notify_appended(p);
         lock(&self.inodes).detach(&Node::Key(p.clone(), key.clone()));
         info!(
             "/{p}/keys/{key}: removed (tombstone at offset {})",
@@ -287,6 +288,7 @@ impl LmqFs {
         buffer.truncate(size, Self::max_value_bytes(&*log, key))?;
         if let Some(value) = buffer.take_on_release() {
             log.append(&[keyed_record(key, Some(value))])?;
+            self.notify_appended(p);
         }
         Ok(())
     }
@@ -357,6 +359,7 @@ impl LmqFs {
         let size = value.len();
         match log.append(&[keyed_record(key, Some(value))]) {
             Ok(info) => {
+                self.notify_appended(partition);
                 // The key's inode may be a fresh one now (created after a removal).
                 debug!(
                     "/{partition}/keys/{key}: {size} bytes appended at offset {}",

@@ -13,6 +13,7 @@
 //! - [`commands`]: writes to `control`, `config`, `partitions`; the command runner.
 //! - [`keys`]: `keys/`, a partition as a key-value map.
 //! - [`groups`]: `groups/` and `consume/`, consumer group offsets.
+//! - [`follow`]: `follow/`, streams that wait for new records.
 //! - [`stats`]: the partition's `stats` JSON.
 //! - [`time`]: RFC 3339 and milliseconds.
 //! - [`error`]: [`FsError`], mapped to errno in one place by the FUSE adapter.
@@ -22,6 +23,7 @@ pub mod commands;
 pub mod control;
 pub mod error;
 pub mod filesystem;
+pub mod follow;
 pub mod groups;
 pub mod inode;
 pub mod json;
@@ -36,3 +38,4 @@ pub use filesystem::{
     AccessMode, Attr, CachePolicy, Caller, DirEntry, Entry, FileKind, FsOptions, LmqFs, Opened,
     SetAttr,
 };
+pub use follow::{StreamListener, StreamRead};

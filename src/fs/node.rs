@@ -41,6 +41,8 @@ pub enum PartitionFile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PartitionDir {
     From,
+    /// `follow/`: streams that wait for new records (see [`crate::fs::follow`]).
+    Follow,
     Time,
     Segments,
     Keys,
@@ -109,6 +111,8 @@ pub enum Node {
     Group(PartitionId, Arc<str>),
     /// `consume/<group>`: the records after the group's committed offset.
     Consume(PartitionId, Arc<str>),
+    /// `follow/<offset>` or `follow/end` (and `.jsonl`): a stream, see [`crate::fs::follow`].
+    Follow(PartitionId, FollowFrom, ViewKind),
 }
 
 impl Node {
@@ -125,7 +129,8 @@ impl Node {
             | Node::Segment(p, _)
             | Node::Key(p, _)
             | Node::Group(p, _)
-            | Node::Consume(p, _) => Some(&p.topic),
+            | Node::Consume(p, _)
+            | Node::Follow(p, _, _) => Some(&p.topic),
             Node::View(v) => Some(&v.partition.topic),
         }
     }
@@ -168,6 +173,16 @@ impl Node {
             Node::Key(p, key) => format!("/{p}/keys/{key}"),
             Node::Group(p, group) => format!("/{p}/groups/{group}"),
             Node::Consume(p, group) => format!("/{p}/consume/{group}"),
+            Node::Follow(p, from, kind) => {
+                let ext = match kind {
+                    ViewKind::Log => "",
+                    ViewKind::Jsonl => ".jsonl",
+                };
+                match from {
+                    FollowFrom::Offset(o) => format!("/{p}/follow/{o}{ext}"),
+                    FollowFrom::End => format!("/{p}/follow/end{ext}"),
+                }
+            }
         }
     }
 }
@@ -182,6 +197,9 @@ pub const STATS: &str = "stats";
 pub const LOG: &str = "log";
 pub const LOG_JSONL: &str = "log.jsonl";
 pub const FROM: &str = "from";
+pub const FOLLOW: &str = "follow";
+/// `follow/end`: new records only.
+pub const FOLLOW_END: &str = "end";
 pub const TIME: &str = "time";
 pub const SEGMENTS: &str = "segments";
 pub const KEYS: &str = "keys";
@@ -208,6 +226,7 @@ pub fn partition_file_name(f: PartitionFile) -> &'static str {
 pub fn partition_dir_name(d: PartitionDir) -> &'static str {
     match d {
         PartitionDir::From => FROM,
+        PartitionDir::Follow => FOLLOW,
         PartitionDir::Time => TIME,
         PartitionDir::Segments => SEGMENTS,
         PartitionDir::Keys => KEYS,
@@ -243,6 +262,7 @@ pub fn parse_partition_entry(name: &str) -> Option<PartitionEntry> {
         LOG => PartitionEntry::View(ViewKind::Log),
         LOG_JSONL => PartitionEntry::View(ViewKind::Jsonl),
         FROM => PartitionEntry::Dir(PartitionDir::From),
+        FOLLOW => PartitionEntry::Dir(PartitionDir::Follow),
         TIME => PartitionEntry::Dir(PartitionDir::Time),
         SEGMENTS => PartitionEntry::Dir(PartitionDir::Segments),
         KEYS => PartitionEntry::Dir(PartitionDir::Keys),
@@ -253,6 +273,28 @@ pub fn parse_partition_entry(name: &str) -> Option<PartitionEntry> {
             None => PartitionEntry::Record(parse_offset(name)?, RecordFormat::Value),
         },
     })
+}
+
+/// Where a `follow/` stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FollowFrom {
+    /// `follow/<offset>`: that offset (or the log start, if retention passed it).
+    Offset(i64),
+    /// `follow/end`: the log end when the file is opened: new records only.
+    End,
+}
+
+/// `follow/<offset>`, `follow/end`, and their `.jsonl` forms.
+pub fn parse_follow_entry(name: &str) -> Option<(FollowFrom, ViewKind)> {
+    let (start, kind) = match name.strip_suffix(".jsonl") {
+        Some(start) => (start, ViewKind::Jsonl),
+        None => (name, ViewKind::Log),
+    };
+    let from = match start {
+        FOLLOW_END => FollowFrom::End,
+        offset => FollowFrom::Offset(parse_offset(offset)?),
+    };
+    Some((from, kind))
 }
 
 /// `from/<offset>` or `from/<offset>.jsonl`.

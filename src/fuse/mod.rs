@@ -14,11 +14,15 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
-    SessionACL, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, PollEvents, PollFlags,
+    PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyPoll, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use log::{debug, error, info, warn};
+
+pub mod streams;
+
+use streams::Streams;
 
 use crate::fs::{AccessMode, Attr, CachePolicy, Caller, Entry, FileKind, FsError, LmqFs, SetAttr};
 use crate::storage::StorageError;
@@ -41,6 +45,8 @@ pub fn errno(error: &FsError) -> Errno {
         FsError::Busy(_) => Errno::EBUSY,
         FsError::ReadOnly => Errno::EROFS,
         FsError::NotImplemented(_) => Errno::EOPNOTSUPP,
+        // Only a plain read of a stream; the adapter parks those instead.
+        FsError::WouldBlock(_) => Errno::EAGAIN,
         // An old view generation whose segment files were deleted: the handle is stale.
         FsError::Gone(_) => Errno::ESTALE,
         FsError::Io { source, .. } => io_errno(source),
@@ -90,13 +96,20 @@ fn refuse(op: &str, error: FsError) -> Errno {
 /// The `fuser::Filesystem` over [`LmqFs`].
 pub struct FuseAdapter {
     fs: Arc<LmqFs>,
+    /// Parked reads and polls of `follow/` streams.
+    streams: Arc<Streams>,
     uid: u32,
     gid: u32,
 }
 
 impl FuseAdapter {
-    pub fn new(fs: Arc<LmqFs>, uid: u32, gid: u32) -> FuseAdapter {
-        FuseAdapter { fs, uid, gid }
+    pub fn new(fs: Arc<LmqFs>, streams: Arc<Streams>, uid: u32, gid: u32) -> FuseAdapter {
+        FuseAdapter {
+            fs,
+            streams,
+            uid,
+            gid,
+        }
     }
 
     fn file_attr(&self, attr: &Attr) -> FileAttr {
@@ -144,6 +157,9 @@ fn fopen_flags(cache: CachePolicy) -> FopenFlags {
     match cache {
         CachePolicy::DirectIo => FopenFlags::FOPEN_DIRECT_IO,
         CachePolicy::KeepCache => FopenFlags::FOPEN_KEEP_CACHE,
+        CachePolicy::Stream => {
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM
+        }
     }
 }
 
@@ -335,7 +351,7 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -344,6 +360,9 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if self.streams.is_stream(fh.0).is_some() {
+            return self.streams.read(fh.0, size, req.pid(), reply);
+        }
         match self.fs.read(ino.0, fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(refuse(&format!("read inode {ino} at {offset}"), e)),
@@ -398,6 +417,29 @@ impl Filesystem for FuseAdapter {
         match self.fs.release(ino.0, fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(refuse(&format!("release of inode {ino}"), e)),
+        }
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        ph: PollNotifier,
+        _events: PollEvents,
+        _flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        match self.streams.is_stream(fh.0) {
+            Some(partition) => self.streams.poll(partition, fh.0, ph, reply),
+            // Every other file is always ready (never ENOSYS: the kernel would stop asking
+            // for the streams too).
+            None => reply.poll(
+                PollEvents::POLLIN
+                    | PollEvents::POLLRDNORM
+                    | PollEvents::POLLOUT
+                    | PollEvents::POLLWRNORM,
+            ),
         }
     }
 
@@ -473,11 +515,14 @@ pub struct MountSettings {
 pub struct Running {
     unmounter: fuser::SessionUnmounter,
     worker: JoinHandle<io::Result<()>>,
+    streams: Arc<Streams>,
 }
 
 impl Running {
-    /// Unmounts; the session ends once the kernel has let go.
+    /// Ends blocked `follow/` readers with end-of-file, then unmounts; the session ends once
+    /// the kernel has let go.
     pub fn unmount(&mut self) -> io::Result<()> {
+        self.streams.shutdown();
         self.unmounter.unmount()
     }
 
@@ -511,7 +556,8 @@ impl Running {
 pub fn start(fs: Arc<LmqFs>, settings: &MountSettings) -> io::Result<Running> {
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let adapter = FuseAdapter::new(fs, uid, gid);
+    let streams = Streams::start(Arc::clone(&fs))?;
+    let adapter = FuseAdapter::new(fs, Arc::clone(&streams), uid, gid);
     let mut options = vec![
         MountOption::FSName(settings.fsname.clone()),
         // As a kernel option, so that the mount's type reads `fuse.lmqfs` also when the
@@ -545,5 +591,9 @@ pub fn start(fs: Arc<LmqFs>, settings: &MountSettings) -> io::Result<Running> {
     if worker.is_finished() {
         warn!("the FUSE session ended right after mounting");
     }
-    Ok(Running { unmounter, worker })
+    Ok(Running {
+        unmounter,
+        worker,
+        streams,
+    })
 }
