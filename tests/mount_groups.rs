@@ -157,6 +157,45 @@ fn consume_twice_returns_only_new_records() {
     );
 }
 
+#[test]
+fn the_at_least_once_pattern_commits_only_after_processing() {
+    let Some(m) = Mount::new() else { return };
+    m.create_topic("orders", 1);
+    let p = m.path("orders/0");
+    write_once(&p.join("append"), b"o1\no2\no3\n").unwrap();
+    write_once(&p.join("control"), b"delete-records 1\n").unwrap();
+    let out = m.scratch().join("processed");
+    // SEMANTICS.md's script, with `jq` spelled in grep for machines without it.
+    let run = |process: &str| {
+        let field = |name: &str| format!("grep -o '\"{name}\": *[0-9]*' stats | grep -o '[0-9]*$'");
+        sh(
+            &p,
+            &format!(
+                "start=$(cat groups/billing 2>/dev/null || {}) && end=$({}) && \
+                 head -n $((end - start)) from/$start | {process} && echo $end > groups/billing",
+                field("log_start_offset"),
+                field("log_end_offset")
+            ),
+        )
+    };
+    // Processing fails: nothing is committed, the next run sees the same records.
+    assert!(!run("false").status.success());
+    assert_eq!(
+        errno_of("no commit", fs::read(p.join("groups/billing"))),
+        libc::ENOENT
+    );
+    let process = format!("cat >> {}", out.display());
+    assert!(run(&process).status.success());
+    assert_eq!(read_string(&out), "o2\no3\n");
+    assert_eq!(committed(&m, "orders/0/groups/billing"), "3");
+    write_once(&p.join("append"), b"o4\no5\n").unwrap();
+    assert!(!run("false").status.success());
+    assert_eq!(committed(&m, "orders/0/groups/billing"), "3");
+    assert!(run(&process).status.success());
+    assert_eq!(read_string(&out), "o2\no3\no4\no5\n");
+    assert_eq!(committed(&m, "orders/0/groups/billing"), "5");
+}
+
 /// Opens `path` for reading, retrying while the kernel has not yet released an earlier open
 /// that was closed without a read (the claim of such an open ends with its release).
 fn wait_open(path: &Path) -> File {
