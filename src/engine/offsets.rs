@@ -65,6 +65,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::config::CleanupPolicy;
 use super::{now_ms, EngineError, Log, LogConfig, NewRecord, Result};
 
 /// The internal topic's name, reserved: no user topic can be created with it.
@@ -179,11 +180,14 @@ impl ConsumerOffsets {
     /// The internal topic's config: Kafka's `offsets.topic.segment.bytes` (100 MiB),
     /// `cleanup.policy=compact`, no compression; everything else Kafka's topic defaults.
     pub fn config() -> LogConfig {
-        let mut config = LogConfig::default();
-        config.segment_bytes = 100 * 1024 * 1024;
-        config.cleanup_policy.compact = true;
-        config.cleanup_policy.delete = false;
-        config
+        LogConfig {
+            segment_bytes: 100 * 1024 * 1024,
+            cleanup_policy: CleanupPolicy {
+                delete: false,
+                compact: true,
+            },
+            ..LogConfig::default()
+        }
     }
 
     /// The offsets of the data directory `data_dir`: opens the log if a commit ever created it.

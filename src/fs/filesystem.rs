@@ -1321,7 +1321,7 @@ impl LmqFs {
         let hint = if Self::is_keys_dir(&parent) {
             "keys/ holds regular files only: open with O_CREAT, or `echo value > keys/NAME`"
         } else {
-            "mkdir in the root creates a topic; keys/NAME creates a key"
+            "mkdir in the root creates a topic; keys/NAME creates a key, groups/NAME a group"
         };
         FsError::not_permitted(format!(
             "create {}/{}: files cannot be created here ({hint})",

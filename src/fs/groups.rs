@@ -352,6 +352,81 @@ impl LmqFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{LogConfig, LogManager};
+    use crate::fs::inode::ROOT_INO;
+    use crate::fs::FsOptions;
+
+    fn ino(fs: &LmqFs, path: &str) -> FsResult<u64> {
+        let mut ino = ROOT_INO;
+        for part in path.split('/') {
+            ino = fs.lookup(ino, OsStr::new(part))?.attr.ino;
+        }
+        Ok(ino)
+    }
+
+    #[test]
+    fn groups_and_consume_without_a_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = LogManager::open(dir.path(), LogConfig::default(), 1).unwrap();
+        let fs = LmqFs::new(Arc::new(manager), FsOptions::default());
+        fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        let append = ino(&fs, "t/0/append").unwrap();
+        let fh = fs.open(append, AccessMode::Write, false).unwrap().fh;
+        fs.write(append, fh, 0, b"aa\nbb\ncc\n").unwrap();
+        fs.release(append, fh).unwrap();
+
+        // A new group through create, committed by the write.
+        let groups = ino(&fs, "t/0/groups").unwrap();
+        assert!(matches!(
+            ino(&fs, "t/0/groups/g"),
+            Err(FsError::NotFound(_))
+        ));
+        assert!(matches!(
+            fs.create(groups, OsStr::new("a b"), AccessMode::Write),
+            Err(FsError::InvalidInput(_))
+        ));
+        let (entry, opened) = fs
+            .create(groups, OsStr::new("g"), AccessMode::Write)
+            .unwrap();
+        let g = entry.attr.ino;
+        assert!(matches!(
+            fs.write(g, opened.fh, 0, b"4\n"),
+            Err(FsError::Storage(StorageError::InvalidArgument(_)))
+        ));
+        fs.write(g, opened.fh, 0, b"1\n").unwrap();
+        fs.release(g, opened.fh).unwrap();
+        let names: Vec<String> = fs
+            .readdir(groups)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [".", "..", "g"]);
+
+        // consume/g from offset 1; a second open is busy; a read that stops inside a record
+        // commits the whole records before it, at close.
+        let consume = ino(&fs, "t/0/consume/g").unwrap();
+        let fh = fs.open(consume, AccessMode::Read, false).unwrap().fh;
+        assert!(matches!(
+            fs.open(consume, AccessMode::Read, false),
+            Err(FsError::Busy(_))
+        ));
+        assert_eq!(fs.getattr(consume, Some(fh)).unwrap().attr.size, 6);
+        assert_eq!(fs.read(consume, fh, 0, 4).unwrap(), b"bb\nc");
+        fs.flush(consume, fh).unwrap();
+        let g = ino(&fs, "t/0/groups/g").unwrap();
+        let rfh = fs.open(g, AccessMode::Read, false).unwrap().fh;
+        assert_eq!(fs.read(g, rfh, 0, 100).unwrap(), b"2\n");
+        fs.release(g, rfh).unwrap();
+        // The close ended the claim; the release commits nothing more.
+        let again = fs.open(consume, AccessMode::Read, false).unwrap().fh;
+        fs.release(consume, fh).unwrap();
+        assert_eq!(fs.read(consume, again, 0, 100).unwrap(), b"cc\n");
+        fs.release(consume, again).unwrap();
+        let fh = fs.open(consume, AccessMode::Read, false).unwrap().fh;
+        assert_eq!(fs.read(consume, fh, 0, 100).unwrap(), b"");
+        fs.release(consume, fh).unwrap();
+    }
 
     #[test]
     fn commits_are_one_decimal_offset() {
