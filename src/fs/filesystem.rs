@@ -73,6 +73,8 @@ lmqfs: a Kafka-style commit log as files.
   TOPIC/P/OFFSET.json                read: the record at OFFSET as JSON
   TOPIC/P/log, log.jsonl             read: every record, one per line (tail -f works)
   TOPIC/P/from/OFFSET[.jsonl]        read: like log, from OFFSET on
+  TOPIC/P/follow/OFFSET, follow/end  read: a stream that waits for new records
+                                     (also .jsonl); poll/select wake on data
   TOPIC/P/time/T                     read: first offset with timestamp >= T (ms or RFC 3339)
   TOPIC/P/keys/                      ls: live keys; cat KEY: latest value;
                                      echo v > KEY: append a keyed record (on close);
