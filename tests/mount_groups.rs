@@ -10,16 +10,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{errno_of, read_string, sh, sh_ok, stat_i64, wait_until, write_once, Mount};
-
-fn ls(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
+use common::{errno_of, ls, read_string, sh, sh_ok, stat_i64, wait_until, write_once, Mount};
 
 /// `echo OFFSET > path`, as a shell does it (`O_CREAT|O_TRUNC`, one write).
 fn commit(m: &Mount, rel: &str, offset: &str) -> std::io::Result<()> {
