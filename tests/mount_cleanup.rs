@@ -7,27 +7,12 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    errno_of, read, read_string, sh, sh_ok, stat_i64, stats, write_once, Follower, Mount,
+    errno_of, ls, read, read_string, sh, sh_ok, stat_i64, stats, write_once, Follower, Mount,
+    MANUAL_CLEANUP,
 };
-
-/// Background cleanup out of the way (one hour), so each test decides when cleanup runs.
-const MANUAL_CLEANUP: &[&str] = &[
-    "log.cleaner.backoff.ms=3600000",
-    "log.retention.check.interval.ms=3600000",
-];
-
-fn ls(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
 
 fn command(m: &Mount, control: &str, command: &str) {
     write_once(&m.path(control), format!("{command}\n").as_bytes())

@@ -342,3 +342,43 @@ fn a_broker_that_goes_away_is_eagain_or_eio_and_the_mount_recovers() {
     sh_ok(&m.mnt, "echo after >> r2/0/append");
     assert_eq!(read_string(&m.path("r2/0/log")), "after\n");
 }
+
+#[test]
+fn groups_and_consume_files_commit_on_the_cluster() {
+    let Some(broker) = Broker::start() else {
+        return;
+    };
+    let Some(a) = Mount::on_cluster(&broker) else {
+        return;
+    };
+    let Some(b) = Mount::on_cluster(&broker) else {
+        return;
+    };
+    a.create_topic("jobs", 1);
+    let p = a.path("jobs/0");
+    write_once(&p.join("append"), b"a\nb\nc\n").unwrap();
+    // consume/ reads what is new for the group and commits it on close (OffsetCommit).
+    assert_eq!(sh_ok(&p, "cat consume/nightly"), "a\nb\nc\n");
+    assert_eq!(read_string(&p.join("groups/nightly")).trim(), "3");
+    assert_eq!(sh_ok(&p, "cat consume/nightly"), "");
+    write_once(&p.join("append"), b"d\n").unwrap();
+    // Another machine's mount continues where this one's group stopped (OffsetFetch).
+    assert!(wait_until(Duration::from_secs(10), || {
+        b.path("jobs/0").exists() && common::stat_i64(&b.path("jobs/0"), "log_end_offset") == 4
+    }));
+    assert_eq!(sh_ok(&b.path("jobs/0"), "cat consume/nightly"), "d\n");
+    assert_eq!(read_string(&p.join("groups/nightly")).trim(), "4");
+    // A commit through groups/ rewinds; the group is listed; a real consumer agrees.
+    sh_ok(&p, "echo 1 > groups/nightly");
+    assert_eq!(sh_ok(&p, "ls groups"), "nightly\n");
+    if let Ok(python) = kafka_python() {
+        let offset = kafka_client(
+            &python,
+            &["committed", &broker.bootstrap(), "nightly", "jobs"],
+        );
+        assert_eq!(offset.trim(), "1");
+    } else if common::broker::broker_required() {
+        panic!("LMQFS_KAFKA_PYTHON is needed in CI");
+    }
+    assert_eq!(sh_ok(&b.path("jobs/0"), "cat consume/nightly"), "b\nc\nd\n");
+}

@@ -17,6 +17,18 @@ fn follower(m: &Mount, script: &str, name: &str) -> Follower {
     Follower::spawn(&m.mnt, script, &m.scratch().join(name))
 }
 
+/// A `cat t/0/follow/end` that is blocked (checked) waiting for a record.
+fn blocked_cat(m: &Mount) -> std::process::Child {
+    let mut cat = Command::new("cat")
+        .arg(m.path("t/0/follow/end"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(cat.try_wait().unwrap().is_none(), "cat blocks");
+    cat
+}
+
 #[test]
 fn a_blocked_cat_sees_an_append_at_once() {
     let Some(m) = Mount::new() else { return };
@@ -125,13 +137,7 @@ fn wake_up_latency_is_measured() {
 fn deleting_the_topic_ends_blocked_readers_with_eof() {
     let Some(m) = Mount::new() else { return };
     m.create_topic("t", 1);
-    let mut cat = Command::new("cat")
-        .arg(m.path("t/0/follow/end"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(cat.try_wait().unwrap().is_none(), "cat blocks");
+    let mut cat = blocked_cat(&m);
     std::fs::remove_dir(m.path("t")).unwrap();
     let status = wait_timeout(&mut cat, PROMPT).expect("cat ended after rmdir");
     assert!(status.success(), "end-of-file, not an error: {status}");
@@ -141,13 +147,7 @@ fn deleting_the_topic_ends_blocked_readers_with_eof() {
 fn stopping_the_daemon_ends_blocked_readers_with_eof() {
     let Some(mut m) = Mount::new() else { return };
     m.create_topic("t", 1);
-    let mut cat = Command::new("cat")
-        .arg(m.path("t/0/follow/end"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(cat.try_wait().unwrap().is_none(), "cat blocks");
+    let mut cat = blocked_cat(&m);
     let pid = m.pid().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -163,13 +163,7 @@ fn stopping_the_daemon_ends_blocked_readers_with_eof() {
 fn ctrl_c_ends_a_blocked_cat() {
     let Some(m) = Mount::new() else { return };
     m.create_topic("t", 1);
-    let mut cat = Command::new("cat")
-        .arg(m.path("t/0/follow/end"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(cat.try_wait().unwrap().is_none(), "cat blocks");
+    let mut cat = blocked_cat(&m);
     let started = Instant::now();
     // SAFETY: sending a signal to our own child.
     assert_eq!(unsafe { libc::kill(cat.id() as i32, libc::SIGINT) }, 0);

@@ -12,22 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{errno_of, read, read_string, sh, sh_ok, stat_i64, write_once, Mount};
-
-/// Background cleanup out of the way, so each test decides when compaction runs.
-const MANUAL_CLEANUP: &[&str] = &[
-    "log.cleaner.backoff.ms=3600000",
-    "log.retention.check.interval.ms=3600000",
-];
-
-fn ls(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
+use common::{
+    errno_of, ls, read, read_string, sh, sh_ok, stat_i64, write_once, Mount, MANUAL_CLEANUP,
+};
 
 fn compacted_topic(m: &Mount, name: &str) {
     m.create_topic(name, 1);

@@ -8,7 +8,14 @@
 //! <data>/.lmqfs-work/          scratch space: metadata being written (`*.tmp`), topics and
 //!                              partition directories being deleted; emptied at every open
 //! <data>/<topic>-<partition>/  one partition log (segments and indexes, see `Log`)
+//! <data>/.lmqfs-internal/__consumer_offsets-0/
+//!                              consumer group offsets, an internal compacted topic
+//!                              ([`super::offsets`]); not in the topic table
 //! ```
+//!
+//! The name `__consumer_offsets` is reserved: creating a topic of that name is refused. A data
+//! directory that already holds a user topic of that name (made before the name was reserved)
+//! still opens and serves it, with a warning; the internal topic lives apart from it.
 //!
 //! A topic's metadata file holds `topic=<name>`, `partitions=<N>` and the topic's config
 //! **overrides only**, as `key=value` lines. The effective config is the mount's defaults with
@@ -61,6 +68,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::error::IoResultExt;
+use super::offsets::{ConsumerOffsets, CONSUMER_OFFSETS_TOPIC};
 use super::{
     now_ms, CleanerConfig, CompactionOutcome, EngineError, Log, LogConfig, Result, RetentionOutcome,
 };
@@ -148,6 +156,8 @@ struct Shared {
     scratch_counter: AtomicU64,
     /// Intervals and memory of the background cleanup.
     settings: CleanupSettings,
+    /// Consumer group offsets: the internal `__consumer_offsets` topic, outside `topics`.
+    offsets: Arc<ConsumerOffsets>,
 }
 
 /// Stops and joins a background thread (the flusher, the cleaner).
@@ -208,6 +218,7 @@ impl LogManager {
         create_private_dir(data_dir)?;
         let data_dir = fs::canonicalize(data_dir).at(data_dir)?;
         let lock_file = lock_data_dir(&data_dir)?;
+        let offsets = Arc::new(ConsumerOffsets::open(&data_dir)?);
         let shared = Shared {
             topics_dir: data_dir.join(TOPICS_DIR),
             work_dir: data_dir.join(WORK_DIR),
@@ -219,12 +230,19 @@ impl LogManager {
             closed: AtomicBool::new(false),
             scratch_counter: AtomicU64::new(0),
             settings,
+            offsets,
         };
         create_private_dir(&shared.topics_dir)?;
         create_private_dir(&shared.work_dir)?;
         shared.finish_interrupted_deletes()?;
         shared.empty_work_dir();
-        let topics = shared.load_topics()?;
+        let topics = match shared.load_topics() {
+            Ok(topics) => topics,
+            Err(e) => {
+                let _ = shared.offsets.close();
+                return Err(e);
+            }
+        };
         shared.warn_about_unclaimed_partitions(&topics)?;
         let partitions: usize = topics.values().map(|t| t.logs.len()).sum();
         log::info!(
@@ -268,7 +286,12 @@ impl LogManager {
         &self.shared.data_dir
     }
 
-    /// The names of all topics, sorted.
+    /// The consumer group offsets of this data directory (see [`super::offsets`]).
+    pub fn consumer_offsets(&self) -> &Arc<ConsumerOffsets> {
+        &self.shared.offsets
+    }
+
+    /// The names of all topics, sorted. The internal `__consumer_offsets` is not one of them.
     pub fn topics(&self) -> Vec<String> {
         read(&self.shared.topics).keys().cloned().collect()
     }
@@ -306,7 +329,8 @@ impl LogManager {
 
     /// Creates a topic with `partitions` partitions (`None`: the mount's default) and the given
     /// config overrides. Everything is checked before anything is written: an invalid name,
-    /// count or override creates nothing. `TopicExists` if the name is taken.
+    /// count or override creates nothing. `TopicExists` if the name is taken;
+    /// `InvalidTopicName` for the reserved `__consumer_offsets`.
     pub fn create_topic(
         &self,
         name: &str,
@@ -327,6 +351,13 @@ impl LogManager {
         overrides: &[(String, String)],
     ) -> Result<()> {
         Self::validate_topic_name(name)?;
+        if name == CONSUMER_OFFSETS_TOPIC {
+            return Err(EngineError::InvalidTopicName {
+                name: name.to_string(),
+                reason: "the name is reserved for the internal topic of consumer group offsets"
+                    .to_string(),
+            });
+        }
         let count = partitions.unwrap_or(self.shared.default_partitions);
         check_partition_count(count)?;
         let admin = self.admin()?;
@@ -426,6 +457,15 @@ impl LogManager {
         }
         sync_dir(&self.shared.data_dir).at(&self.shared.data_dir)?;
         sync_dir(&self.shared.work_dir).at(&self.shared.work_dir)?;
+        // Before the tombstone goes: a crash until then makes the next open drop them.
+        if let Err(e) = self.shared.offsets.drop_topic(name) {
+            admin.unfinished_deletes.insert(name.to_string());
+            log::error!(
+                "topic {name:?} is deleted but its consumer group commits could not be \
+                 dropped: {e}; the next start finishes the delete"
+            );
+            return Err(e);
+        }
         fs::remove_file(&tombstone).at(&tombstone)?;
         sync_dir(&self.shared.work_dir).at(&self.shared.work_dir)?;
         drop(admin);
@@ -611,6 +651,10 @@ impl LogManager {
                 }
             }
         }
+        if let Err(e) = self.shared.offsets.close() {
+            log::error!("closing the consumer offsets topic failed: {e}");
+            first_error.get_or_insert(e);
+        }
         // Closed logs make a cleaning run in progress stop at its next check.
         if let Some(cleaner) = cleaner {
             if cleaner.handle.join().is_err() {
@@ -666,9 +710,10 @@ impl Shared {
         self.work_dir.join(format!("{}-{n}{suffix}", now_ms()))
     }
 
-    /// Every log with its topic and partition, collected under the read lock.
+    /// Every log with its topic and partition, collected under the read lock, then the
+    /// internal consumer offsets log if it exists.
     fn all_logs(&self) -> Vec<(String, u32, Arc<Log>)> {
-        read(&self.topics)
+        let mut logs: Vec<(String, u32, Arc<Log>)> = read(&self.topics)
             .iter()
             .flat_map(|(name, topic)| {
                 topic
@@ -677,7 +722,11 @@ impl Shared {
                     .enumerate()
                     .map(move |(p, log)| (name.clone(), p as u32, Arc::clone(log)))
             })
-            .collect()
+            .collect();
+        if let Some(log) = self.offsets.log() {
+            logs.push((format!("{CONSUMER_OFFSETS_TOPIC} (internal)"), 0, log));
+        }
+        logs
     }
 
     /// `old` with `pairs` applied, each value validated and in `LogConfig::get`'s spelling.
@@ -816,6 +865,7 @@ impl Shared {
             }
             sync_dir(&self.data_dir).at(&self.data_dir)?;
             sync_dir(&self.work_dir).at(&self.work_dir)?;
+            self.offsets.drop_topic(&topic)?;
         }
         Ok(())
     }
@@ -904,6 +954,14 @@ impl Shared {
             let (recorded, count, overrides) = self.read_metadata(&path)?;
             if let Some(recorded) = recorded.filter(|r| *r != name) {
                 return Err(corrupt(&path, format!("names topic {recorded:?}")));
+            }
+            if name == CONSUMER_OFFSETS_TOPIC {
+                log::warn!(
+                    "topic {name:?} is a user topic made before the name was reserved for \
+                     consumer group offsets; it keeps serving as before (group offsets are \
+                     stored apart, in {}), but a new topic cannot take this name",
+                    self.offsets.dir().display()
+                );
             }
             let pairs: Vec<(String, String)> = overrides.into_iter().collect();
             let overrides = self

@@ -13,6 +13,7 @@ pub mod loader;
 pub mod log;
 pub mod manager;
 pub mod offset_map;
+pub mod offsets;
 pub mod record;
 pub mod retention;
 pub mod segment;
@@ -23,6 +24,7 @@ pub use error::{EngineError, Result};
 pub use log::{AppendInfo, Log, ViewGeneration};
 pub use manager::CleanupSettings;
 pub use manager::LogManager;
+pub use offsets::{ConsumerOffsets, GroupPartition, CONSUMER_OFFSETS_TOPIC};
 pub use record::{Compression, Header, NewRecord, Record, TimestampType};
 pub use retention::RetentionOutcome;
 

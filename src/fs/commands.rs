@@ -105,6 +105,7 @@ impl LmqFs {
                     None => Ok(()),
                 }
             }
+            Node::Group(p, group) => self.write_group(p, group, data),
             _ => Err(FsError::BadHandle(format!(
                 "{} is not writable",
                 node.describe()

@@ -41,6 +41,10 @@ pub enum FsError {
     #[error("is a directory: {0}")]
     IsADirectory(String),
 
+    /// Someone else holds it: a second `consume/<group>` of the same group and partition.
+    #[error("busy: {0}")]
+    Busy(String),
+
     /// The mount is read-only.
     #[error("read-only mount")]
     ReadOnly,

@@ -36,6 +36,7 @@ use crate::fs::append::{AppendFormat, PendingLine};
 use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::follow::{StreamListener, StreamState};
+use crate::fs::groups::{ConsumeHandle, ConsumerClaims};
 use crate::fs::inode::{InodeTable, ROOT_INO};
 use crate::fs::json::record_json_line;
 use crate::fs::keys::KeyBuffer;
@@ -72,10 +73,16 @@ lmqfs: a Kafka-style commit log as files.
   TOPIC/P/OFFSET.json                read: the record at OFFSET as JSON
   TOPIC/P/log, log.jsonl             read: every record, one per line (tail -f works)
   TOPIC/P/from/OFFSET[.jsonl]        read: like log, from OFFSET on
+  TOPIC/P/follow/OFFSET, follow/end  read: a stream that waits for new records
+                                     (also .jsonl); poll/select wake on data
   TOPIC/P/time/T                     read: first offset with timestamp >= T (ms or RFC 3339)
   TOPIC/P/keys/                      ls: live keys; cat KEY: latest value;
                                      echo v > KEY: append a keyed record (on close);
                                      rm KEY: append a tombstone
+  TOPIC/P/groups/                    ls: consumer groups that committed; cat GROUP: its
+                                     committed offset; echo N > GROUP: commit offset N
+  TOPIC/P/consume/GROUP              read: records from GROUP's committed offset to the end;
+                                     close commits what was read (one reader per group)
   TOPIC/P/stats                      read: JSON facts about the partition, last cleanup runs
   TOPIC/P/control                    write: roll | flush | retention | compact
                                             | delete-records OFFSET
@@ -93,6 +100,7 @@ Examples:
   mkdir users && echo cleanup.policy=compact > users/config
   echo alice > users/0/keys/u1 && cat users/0/keys/u1 && ls users/0/keys
   echo compact > users/0/control && cat users/0/stats
+  cat orders/0/consume/nightly | ./process   # again later: only what is new
 ";
 
 /// File or directory.
@@ -232,6 +240,8 @@ pub(super) enum Handle {
         writable: bool,
         buffer: Mutex<KeyBuffer>,
     },
+    /// `consume/<group>`: see [`crate::fs::groups`].
+    Consume(ConsumeHandle),
 }
 
 /// The filesystem semantics over a [`Storage`] (the embedded engine, or a cluster).
@@ -246,6 +256,8 @@ pub struct LmqFs {
     views: Mutex<HashMap<ViewKey, Arc<ViewMap>>>,
     /// Recent control outcomes by scope: "" (root), "topic", "topic/partition".
     pub(super) outcomes: Mutex<HashMap<String, OutcomeLog>>,
+    /// The open `consume/<group>` files' (partition, group) pairs (a leaf lock).
+    pub(super) consumers: Mutex<ConsumerClaims>,
     /// Told about appends and deleted topics, for `follow/` readers (see [`crate::fs::follow`]).
     pub(super) stream_listener: Mutex<Option<Arc<dyn StreamListener>>>,
 }
@@ -271,6 +283,7 @@ impl LmqFs {
             next_fh: AtomicU64::new(1),
             views: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(ConsumerClaims::new()),
             stream_listener: Mutex::new(None),
         }
     }
@@ -337,6 +350,7 @@ impl LmqFs {
             Node::Record(p, offset, _) => self.read_record(p, *offset).map(drop),
             Node::Segment(p, name) => self.segment_path(p, name).map(drop),
             Node::Key(p, key) => self.key_value(p, key).map(drop),
+            Node::Group(p, g) | Node::Consume(p, g) => self.validate_group(p, g),
         }
     }
 
@@ -460,6 +474,8 @@ impl LmqFs {
                 self.segment_path(p, name)?;
                 Ok(Node::Segment(p.clone(), Arc::from(name)))
             }
+            Node::PartitionDir(p, PartitionDir::Groups) => self.resolve_group(p, name),
+            Node::PartitionDir(p, PartitionDir::Consume) => self.resolve_consume(p, name),
             _ => Err(FsError::NotADirectory(parent.describe())),
         }
     }
@@ -483,7 +499,7 @@ impl LmqFs {
 
     // ----- attributes ------------------------------------------------------------------
 
-    fn view_map(&self, view: &ViewId) -> FsResult<Arc<ViewMap>> {
+    pub(super) fn view_map(&self, view: &ViewId) -> FsResult<Arc<ViewMap>> {
         let key = ViewKey {
             partition: view.partition.clone(),
             kind: view.kind,
@@ -577,13 +593,15 @@ impl LmqFs {
                 format!("{offset}\n").into_bytes()
             }
             Node::Key(p, key) => self.key_value(p, key)?,
+            Node::Group(p, group) => self.group_text(p, group)?,
             Node::Root
             | Node::Topic(_)
             | Node::Partition(_)
             | Node::PartitionDir(_, _)
             | Node::View(_)
             | Node::Follow(..)
-            | Node::Segment(_, _) => {
+            | Node::Segment(_, _)
+            | Node::Consume(_, _) => {
                 return Err(FsError::IsADirectory(format!(
                     "{} has no rendered content",
                     node.describe()
@@ -619,7 +637,8 @@ impl LmqFs {
             Node::Topic(t) => dir(2 + self.topic_exists(t)?),
             Node::Partition(p) => {
                 self.partition_log(p)?;
-                dir(2 + 4)
+                // from, time, keys, segments, follow, groups, consume.
+                dir(2 + 7)
             }
             Node::PartitionDir(p, _) => {
                 self.partition_log(p)?;
@@ -675,6 +694,18 @@ impl LmqFs {
                 file(0o444, size)
             }
             Node::Key(p, key) => file(0o644, self.key_size(p, key, handle)?),
+            Node::Group(p, group) => file(0o644, self.group_size(p, group)?),
+            Node::Consume(p, group) => {
+                let size = match handle {
+                    Some(Handle::Consume(consume)) => consume.len_bytes(),
+                    // The snapshot is taken at open; before it, nothing is promised.
+                    _ => {
+                        self.validate_group(p, group)?;
+                        0
+                    }
+                };
+                file(0o444, size)
+            }
             // A stream has no size: readers read until it ends.
             Node::Follow(p, _, _) => {
                 self.partition_log(p)?;
@@ -730,6 +761,7 @@ impl LmqFs {
                     | Node::PartitionFile(_, PartitionFile::Control)
                     | Node::TopicFile(..)
                     | Node::RootControl
+                    | Node::Group(..)
             );
             // Truncation to zero of a write target is what `>` does before writing: accepted
             // and ignored, so `echo x > append` works like `>>`. Anything else would rewrite
@@ -805,12 +837,20 @@ impl LmqFs {
                     Node::PartitionDir(p.clone(), segments),
                     partition_dir_name(segments).into(),
                 ));
+                for d in [PartitionDir::Groups, PartitionDir::Consume] {
+                    children.push((
+                        Node::PartitionDir(p.clone(), d),
+                        partition_dir_name(d).into(),
+                    ));
+                }
             }
             Node::PartitionDir(p, PartitionDir::From | PartitionDir::Time) => {
                 // Offsets and times resolve by name only: a partition may hold billions.
                 self.partition_log(p)?;
             }
             Node::PartitionDir(p, PartitionDir::Keys) => children = self.list_keys(p)?,
+            Node::PartitionDir(p, PartitionDir::Groups) => children = self.list_groups(p, false)?,
+            Node::PartitionDir(p, PartitionDir::Consume) => children = self.list_groups(p, true)?,
             Node::PartitionDir(p, PartitionDir::Follow) => {
                 // Offsets resolve by name only; `end` is listed for discovery.
                 self.partition_log(p)?;
@@ -928,7 +968,8 @@ impl LmqFs {
             }
             Node::RootControl
             | Node::TopicFile(..)
-            | Node::PartitionFile(_, PartitionFile::Control) => {
+            | Node::PartitionFile(_, PartitionFile::Control)
+            | Node::Group(..) => {
                 if mode.writes() {
                     self.check_writable_mount()?;
                 }
@@ -984,6 +1025,7 @@ impl LmqFs {
                 }))
             }
             Node::Key(p, key) => self.open_key(p, key, mode, truncate),
+            Node::Consume(p, group) => self.open_consume(p, group, mode),
             Node::Follow(p, from, kind) => {
                 if mode.writes() {
                     return refuse("streams are read-only; write to append or append.jsonl");
@@ -1011,6 +1053,7 @@ impl LmqFs {
                 "{partition}: append files are write-only"
             ))),
             Handle::Key { buffer, .. } => Ok(slice(lock(buffer).content())),
+            Handle::Consume(consume) => self.read_consume(consume, offset, size),
             // The FUSE adapter reads streams with `stream_read`, parking the reply when it
             // would block; a plain read that would block says so.
             Handle::Stream { .. } => match self.stream_read(fh, size)? {
@@ -1105,6 +1148,7 @@ impl LmqFs {
             Handle::Snapshot(_)
             | Handle::View { .. }
             | Handle::Segment { .. }
+            | Handle::Consume(_)
             | Handle::Stream { .. } => Err(FsError::BadHandle("file is read-only".into())),
         }
     }
@@ -1114,6 +1158,9 @@ impl LmqFs {
     fn append_pending(&self, handle: &Handle, released: bool) -> FsResult<()> {
         if let Handle::Key { .. } = handle {
             return self.append_key_value(handle, released);
+        }
+        if let Handle::Consume(consume) = handle {
+            return self.close_consume(consume, released);
         }
         if let Handle::Append {
             partition,
@@ -1257,10 +1304,12 @@ impl LmqFs {
     }
 
     /// `create` (open with `O_CREAT` of a name that does not exist): only in `keys/`, where it
-    /// makes a key file (see [`crate::fs::keys`]); EPERM anywhere else.
+    /// makes a key file (see [`crate::fs::keys`]), and in `groups/`, where it makes a group
+    /// file (see [`crate::fs::groups`]); EPERM anywhere else.
     pub fn create(&self, parent: u64, name: &OsStr, mode: AccessMode) -> FsResult<(Entry, Opened)> {
         match self.node(parent)? {
             Node::PartitionDir(p, PartitionDir::Keys) => self.create_key(&p, name, mode),
+            Node::PartitionDir(p, PartitionDir::Groups) => self.create_group(&p, name, mode),
             _ => Err(self.refuse_creation(parent, name)),
         }
     }
@@ -1274,7 +1323,7 @@ impl LmqFs {
         let hint = if Self::is_keys_dir(&parent) {
             "keys/ holds regular files only: open with O_CREAT, or `echo value > keys/NAME`"
         } else {
-            "mkdir in the root creates a topic; keys/NAME creates a key"
+            "mkdir in the root creates a topic; keys/NAME creates a key, groups/NAME a group"
         };
         FsError::not_permitted(format!(
             "create {}/{}: files cannot be created here ({hint})",

@@ -12,6 +12,7 @@
 //! - [`control`]: `control` command parsing and the recent outcomes shown on read.
 //! - [`commands`]: writes to `control`, `config`, `partitions`; the command runner.
 //! - [`keys`]: `keys/`, a partition as a key-value map.
+//! - [`groups`]: `groups/` and `consume/`, consumer group offsets.
 //! - [`follow`]: `follow/`, streams that wait for new records.
 //! - [`stats`]: the partition's `stats` JSON.
 //! - [`time`]: RFC 3339 and milliseconds.
@@ -23,6 +24,7 @@ pub mod control;
 pub mod error;
 pub mod filesystem;
 pub mod follow;
+pub mod groups;
 pub mod inode;
 pub mod json;
 pub mod keys;

@@ -46,6 +46,10 @@ pub enum PartitionDir {
     Time,
     Segments,
     Keys,
+    /// `groups/`: committed offsets of consumer groups.
+    Groups,
+    /// `consume/`: read what a group has not consumed yet.
+    Consume,
 }
 
 /// How a view renders each record.
@@ -103,6 +107,10 @@ pub enum Node {
     /// `keys/<key>`: the latest value of a key whose bytes are a valid file name
     /// (see [`is_key_file_name`]).
     Key(PartitionId, Arc<str>),
+    /// `groups/<group>`: the group's committed offset (the name follows topic naming rules).
+    Group(PartitionId, Arc<str>),
+    /// `consume/<group>`: the records after the group's committed offset.
+    Consume(PartitionId, Arc<str>),
     /// `follow/<offset>` or `follow/end` (and `.jsonl`): a stream, see [`crate::fs::follow`].
     Follow(PartitionId, FollowFrom, ViewKind),
 }
@@ -120,6 +128,8 @@ impl Node {
             | Node::Time(p, _)
             | Node::Segment(p, _)
             | Node::Key(p, _)
+            | Node::Group(p, _)
+            | Node::Consume(p, _)
             | Node::Follow(p, _, _) => Some(&p.topic),
             Node::View(v) => Some(&v.partition.topic),
         }
@@ -161,6 +171,8 @@ impl Node {
             Node::Time(p, t) => format!("/{p}/time/{t}"),
             Node::Segment(p, name) => format!("/{p}/segments/{name}"),
             Node::Key(p, key) => format!("/{p}/keys/{key}"),
+            Node::Group(p, group) => format!("/{p}/groups/{group}"),
+            Node::Consume(p, group) => format!("/{p}/consume/{group}"),
             Node::Follow(p, from, kind) => {
                 let ext = match kind {
                     ViewKind::Log => "",
@@ -191,6 +203,8 @@ pub const FOLLOW_END: &str = "end";
 pub const TIME: &str = "time";
 pub const SEGMENTS: &str = "segments";
 pub const KEYS: &str = "keys";
+pub const GROUPS: &str = "groups";
+pub const CONSUME: &str = "consume";
 
 pub fn topic_file_name(f: TopicFile) -> &'static str {
     match f {
@@ -216,6 +230,8 @@ pub fn partition_dir_name(d: PartitionDir) -> &'static str {
         PartitionDir::Time => TIME,
         PartitionDir::Segments => SEGMENTS,
         PartitionDir::Keys => KEYS,
+        PartitionDir::Groups => GROUPS,
+        PartitionDir::Consume => CONSUME,
     }
 }
 
@@ -250,6 +266,8 @@ pub fn parse_partition_entry(name: &str) -> Option<PartitionEntry> {
         TIME => PartitionEntry::Dir(PartitionDir::Time),
         SEGMENTS => PartitionEntry::Dir(PartitionDir::Segments),
         KEYS => PartitionEntry::Dir(PartitionDir::Keys),
+        GROUPS => PartitionEntry::Dir(PartitionDir::Groups),
+        CONSUME => PartitionEntry::Dir(PartitionDir::Consume),
         _ => match name.strip_suffix(".json") {
             Some(offset) => PartitionEntry::Record(parse_offset(offset)?, RecordFormat::Json),
             None => PartitionEntry::Record(parse_offset(name)?, RecordFormat::Value),

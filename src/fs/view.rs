@@ -336,6 +336,35 @@ impl ViewMap {
         }
         Ok((out, last))
     }
+
+    /// The offset after the last record whose rendering ends at or before view byte
+    /// `position`: where a reader that has read the view's bytes up to `position` stands,
+    /// counting whole records only. Costs a checkpoint lookup and a bounded scan, as a read.
+    pub fn offset_after_whole_records(&self, position: u64) -> FsResult<i64> {
+        self.len_bytes()?;
+        let checkpoint = {
+            let state = self.lock();
+            let i = state
+                .checkpoints
+                .partition_point(|c| c.position <= position);
+            state.checkpoints[i.saturating_sub(1)]
+        };
+        // Every record before the checkpoint ends at or before its position.
+        let mut after = checkpoint.offset;
+        let mut record_start = checkpoint.position;
+        let mut scratch = Vec::new();
+        let kind = self.kind;
+        self.scan(checkpoint.offset, |record| {
+            let end = record_start + rendered_len(kind, record, &mut scratch);
+            if end > position {
+                return false;
+            }
+            after = record.offset + 1;
+            record_start = end;
+            true
+        })?;
+        Ok(after)
+    }
 }
 
 #[cfg(test)]
@@ -461,6 +490,32 @@ mod tests {
             }
             assert_eq!(all, want);
         }
+    }
+
+    #[test]
+    fn offset_after_whole_records_counts_only_records_read_to_their_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        fill(&log, 200, 40);
+        let map = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
+        let want = expected(&log, ViewKind::Log, 0);
+        // The record ends, the slow way: after the n-th newline, n records are whole.
+        let mut whole = 0i64;
+        for (i, byte) in want.iter().enumerate() {
+            if i % 997 == 0 {
+                assert_eq!(map.offset_after_whole_records(i as u64).unwrap(), whole);
+            }
+            if *byte == b'\n' {
+                whole += 1;
+                assert_eq!(
+                    map.offset_after_whole_records(i as u64 + 1).unwrap(),
+                    whole,
+                    "at {}",
+                    i + 1
+                );
+            }
+        }
+        assert_eq!(whole, log.log_end_offset());
     }
 
     #[test]

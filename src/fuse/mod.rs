@@ -42,6 +42,7 @@ pub fn errno(error: &FsError) -> Errno {
         FsError::NameTooLong(_) => Errno::ENAMETOOLONG,
         FsError::NotADirectory(_) => Errno::ENOTDIR,
         FsError::IsADirectory(_) => Errno::EISDIR,
+        FsError::Busy(_) => Errno::EBUSY,
         FsError::ReadOnly => Errno::EROFS,
         FsError::NotImplemented(_) => Errno::EOPNOTSUPP,
         // Only a plain read of a stream; the adapter parks those instead.

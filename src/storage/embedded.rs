@@ -1,5 +1,6 @@
 //! The embedded engine behind the storage seam: [`LogManager`] is the [`Storage`], each
-//! partition's [`Log`] (with the mount's cleaner settings) a [`Partition`].
+//! partition's [`Log`] (with the mount's cleaner settings) a [`Partition`]. Group offsets go to
+//! the manager's internal `__consumer_offsets` topic ([`ConsumerOffsets`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use super::{
     AppendInfo, CompactionOutcome, FetchedBatch, LogConfig, LogStats, NewRecord, Partition, Record,
     Result, RetentionOutcome, SegmentInfo, Storage, ViewGeneration,
 };
-use crate::engine::{now_ms, CleanerConfig, Log, LogManager};
+use crate::engine::{now_ms, CleanerConfig, ConsumerOffsets, GroupPartition, Log, LogManager};
 
 impl Storage for LogManager {
     fn topics(&self) -> Vec<String> {
@@ -52,6 +53,11 @@ impl Storage for LogManager {
         Ok(Arc::new(EmbeddedPartition {
             log: self.log(topic, partition)?,
             cleaner: self.cleanup_settings().cleaner,
+            groups: Some(PartitionGroups {
+                offsets: Arc::clone(self.consumer_offsets()),
+                topic: topic.to_string(),
+                partition,
+            }),
         }))
     }
 
@@ -64,12 +70,44 @@ impl Storage for LogManager {
 pub struct EmbeddedPartition {
     log: Arc<Log>,
     cleaner: CleanerConfig,
+    /// Where this partition's group offsets are stored; `None` for a bare log.
+    groups: Option<PartitionGroups>,
+}
+
+/// A partition's place in the consumer offsets topic.
+struct PartitionGroups {
+    offsets: Arc<ConsumerOffsets>,
+    topic: String,
+    partition: u32,
+}
+
+impl PartitionGroups {
+    fn key(&self, group: &str) -> GroupPartition {
+        GroupPartition {
+            group: group.to_string(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
 }
 
 impl EmbeddedPartition {
-    /// A partition over `log`, compacted with `cleaner` on command.
+    /// A partition over a bare `log` (no log manager), compacted with `cleaner` on command.
+    /// Its group offset calls are `Unsupported`: offsets live in a data directory.
     pub fn new(log: Arc<Log>, cleaner: CleanerConfig) -> EmbeddedPartition {
-        EmbeddedPartition { log, cleaner }
+        EmbeddedPartition {
+            log,
+            cleaner,
+            groups: None,
+        }
+    }
+
+    fn groups(&self) -> Result<&PartitionGroups> {
+        self.groups.as_ref().ok_or_else(|| {
+            crate::engine::EngineError::Unsupported(
+                "consumer group offsets of a log outside a data directory".into(),
+            )
+        })
     }
 }
 
@@ -147,21 +185,19 @@ impl Partition for EmbeddedPartition {
         self.log.latest_for_key(key)
     }
 
-    fn commit_offset(&self, _group: &str, _offset: i64) -> Result<()> {
-        Err(groups_not_yet())
+    /// `InvalidArgument` for a bad group name, an offset below 0 or past the log end.
+    fn commit_offset(&self, group: &str, offset: i64) -> Result<()> {
+        let groups = self.groups()?;
+        groups.offsets.commit(&groups.key(group), offset, &self.log)
     }
 
-    fn committed_offset(&self, _group: &str) -> Result<Option<i64>> {
-        Err(groups_not_yet())
+    fn committed_offset(&self, group: &str) -> Result<Option<i64>> {
+        let groups = self.groups()?;
+        groups.offsets.committed(&groups.key(group))
     }
 
     fn groups(&self) -> Result<Vec<String>> {
-        Err(groups_not_yet())
+        let groups = EmbeddedPartition::groups(self)?;
+        groups.offsets.groups(&groups.topic, groups.partition)
     }
-}
-
-/// Consumer groups of the embedded engine (an internal compacted topic, as Kafka's
-/// `__consumer_offsets`) are not built yet; no file reaches these calls.
-fn groups_not_yet() -> crate::engine::EngineError {
-    crate::engine::EngineError::Unsupported("consumer group offsets".into())
 }

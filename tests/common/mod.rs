@@ -650,3 +650,19 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Background cleanup out of the way (one hour), so a test decides when cleanup runs.
+pub const MANUAL_CLEANUP: &[&str] = &[
+    "log.cleaner.backoff.ms=3600000",
+    "log.retention.check.interval.ms=3600000",
+];
+
+/// The names in `dir`, sorted.
+pub fn ls(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("ls {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}

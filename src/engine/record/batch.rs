@@ -210,14 +210,7 @@ pub fn encode_batch(
         out.extend_from_slice(&compressed);
     }
 
-    let batch_length =
-        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| RecordError::MalformedRecord {
-            index: last_index,
-            reason: format!(
-                "batch of {} bytes exceeds the format's 2 GiB limit",
-                out.len()
-            ),
-        })?;
+    let batch_length = batch_length(&out, last_index)?;
     let mut attributes = compression as i16;
     if timestamp_type == TimestampType::LogAppendTime {
         attributes |= TIMESTAMP_TYPE_MASK;
@@ -237,10 +230,7 @@ pub fn encode_batch(
         base_sequence: NO_SEQUENCE,
         records_count: last_offset_delta + 1,
     };
-    write_header(&header, &mut out[..BATCH_HEADER_SIZE]);
-    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
-    out[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
-    debug_assert_eq!(verify_batch(&out).map(|h| h.crc), Ok(crc));
+    seal(&header, &mut out);
     Ok(out)
 }
 
@@ -305,11 +295,7 @@ pub fn encode_retained(
     } else {
         out.extend_from_slice(&compression::compress(compression, &raw)?);
     }
-    let batch_length =
-        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| RecordError::MalformedRecord {
-            index: records.len() - 1,
-            reason: "batch exceeds the format's 2 GiB limit".into(),
-        })?;
+    let batch_length = batch_length(&out, records.len() - 1)?;
     let mut attributes = original.attributes & !DELETE_HORIZON_FLAG_MASK;
     if delete_horizon_ms.is_some() {
         attributes |= DELETE_HORIZON_FLAG_MASK;
@@ -329,10 +315,28 @@ pub fn encode_retained(
         base_sequence: original.base_sequence,
         records_count: records.len() as i32,
     };
-    write_header(&header, &mut out[..BATCH_HEADER_SIZE]);
+    seal(&header, &mut out);
+    Ok(out)
+}
+
+/// The `batch_length` field of the batch in `out` (header included), checked to fit.
+fn batch_length(out: &[u8], last_index: usize) -> Result<i32, RecordError> {
+    i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| RecordError::MalformedRecord {
+        index: last_index,
+        reason: format!(
+            "batch of {} bytes exceeds the format's 2 GiB limit",
+            out.len()
+        ),
+    })
+}
+
+/// Writes `header` (its CRC field ignored) into the batch in `out`, then the CRC-32C of
+/// attributes..end.
+fn seal(header: &BatchHeader, out: &mut [u8]) {
+    write_header(header, &mut out[..BATCH_HEADER_SIZE]);
     let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
     out[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    debug_assert_eq!(verify_batch(out).map(|h| h.crc), Ok(crc));
 }
 
 /// Checks a whole batch (`buf` is exactly one batch): header, length and CRC-32C.
