@@ -18,6 +18,7 @@ reading the partition from offset 0.
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -185,6 +186,8 @@ def main():
             subprocess.run(["umount", mnt], check=False)
         broker.kill()
         broker.wait()
+        if not os.path.ismount(mnt):
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
