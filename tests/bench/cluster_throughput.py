@@ -1,7 +1,7 @@
 """Produce and consume throughput through a cluster mount, against the same broker driven
 directly by confluent-kafka, in one run.
 
-    python bench/cluster_throughput.py [--records N] [--size BYTES] [--write-bytes BYTES]
+    python tests/bench/cluster_throughput.py [--records N] [--size BYTES] [--write-bytes BYTES]
 
 Needs: a release build (`cargo build --release`), FUSE (root, or fusermount3), a Tansu
 binary in LMQFS_TANSU_BIN and confluent-kafka importable by this Python (`.ci/run` makes
