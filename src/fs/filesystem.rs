@@ -35,7 +35,7 @@ use log::{debug, info};
 use crate::fs::append::{AppendFormat, PendingLine};
 use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
-use crate::fs::follow::{StreamListener, StreamState};
+use crate::fs::follow::{StreamListener, StreamRead, StreamState};
 use crate::fs::groups::{ConsumeHandle, ConsumerClaims};
 use crate::fs::inode::{InodeTable, ROOT_INO};
 use crate::fs::json::record_json_line;
@@ -1057,9 +1057,9 @@ impl LmqFs {
             // The FUSE adapter reads streams with `stream_read`, parking the reply when it
             // would block; a plain read that would block says so.
             Handle::Stream { .. } => match self.stream_read(fh, size)? {
-                crate::fs::follow::StreamRead::Data(data) => Ok(data),
-                crate::fs::follow::StreamRead::Eof => Ok(Vec::new()),
-                crate::fs::follow::StreamRead::WouldBlock => Err(FsError::WouldBlock(format!(
+                StreamRead::Data(data) => Ok(data),
+                StreamRead::Eof => Ok(Vec::new()),
+                StreamRead::WouldBlock => Err(FsError::WouldBlock(format!(
                     "inode {ino}: no new records yet"
                 ))),
             },

@@ -8,9 +8,10 @@
 //! others) and notifies the polls, so the kernel asks again. Nothing polls the log: a reader
 //! wakes because an append happened.
 //!
-//! A parked read that raced with an append is never lost: each partition has an append
-//! sequence number, read before the attempt and checked under the lock before parking; if it
-//! moved, the read is tried again instead.
+//! A parked read that raced with an append or a topic deletion is never lost: each partition
+//! has an append sequence number, and the mount a count of topic deletions; both are read before
+//! the attempt and checked under the lock before parking, and if either moved, the read is tried
+//! again instead.
 //!
 //! Ending a blocked read:
 //! - the topic is deleted: the waker retries the read, which reads end-of-file;
@@ -50,6 +51,8 @@ struct State {
     closed: bool,
     /// Appends seen per partition.
     sequence: HashMap<PartitionId, u64>,
+    /// Topic deletions seen.
+    deletions: u64,
     parked: HashMap<PartitionId, Vec<Parked>>,
     polls: HashMap<PartitionId, Vec<PollNotifier>>,
 }
@@ -71,6 +74,37 @@ pub struct Streams {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    /// What a reader of `partition` checks before parking: nothing happened since it looked.
+    fn changes(&self, partition: &PartitionId) -> (u64, u64) {
+        (
+            self.sequence.get(partition).copied().unwrap_or(0),
+            self.deletions,
+        )
+    }
+
+    /// Takes the parked reads and polls of the partitions `which` selects.
+    fn take_waiting(
+        &mut self,
+        which: impl Fn(&PartitionId) -> bool,
+    ) -> (Vec<Parked>, Vec<PollNotifier>) {
+        let keys: Vec<PartitionId> = self
+            .parked
+            .keys()
+            .chain(self.polls.keys())
+            .filter(|p| which(p))
+            .cloned()
+            .collect();
+        let mut parked = Vec::new();
+        let mut polls = Vec::new();
+        for key in keys {
+            parked.extend(self.parked.remove(&key).unwrap_or_default());
+            polls.extend(self.polls.remove(&key).unwrap_or_default());
+        }
+        (parked, polls)
+    }
 }
 
 impl Streams {
@@ -141,7 +175,7 @@ impl Streams {
                     parked.reply.data(&[]);
                     return;
                 }
-                state.sequence.get(&partition).copied().unwrap_or(0)
+                state.changes(&partition)
             };
             match self.fs.stream_read(parked.fh, parked.size) {
                 Ok(StreamRead::Data(data)) => return parked.reply.data(&data),
@@ -158,7 +192,7 @@ impl Streams {
                 drop(state);
                 return parked.reply.data(&[]);
             }
-            if state.sequence.get(&partition).copied().unwrap_or(0) == before {
+            if state.changes(&partition) == before {
                 state.parked.entry(partition).or_default().push(parked);
                 return;
             }
@@ -169,11 +203,7 @@ impl Streams {
     /// Answers `poll` on stream `fh`: readable now, or registered to be notified.
     pub fn poll(&self, partition: PartitionId, fh: u64, notifier: PollNotifier, reply: ReplyPoll) {
         loop {
-            let before = lock(&self.state)
-                .sequence
-                .get(&partition)
-                .copied()
-                .unwrap_or(0);
+            let before = lock(&self.state).changes(&partition);
             match self.fs.stream_ready(fh) {
                 Ok(true) => return reply.poll(PollEvents::POLLIN | PollEvents::POLLRDNORM),
                 Ok(false) => {}
@@ -184,7 +214,7 @@ impl Streams {
             if state.closed {
                 return reply.poll(PollEvents::POLLIN | PollEvents::POLLHUP);
             }
-            if state.sequence.get(&partition).copied().unwrap_or(0) == before {
+            if state.changes(&partition) == before {
                 state.polls.entry(partition).or_default().push(notifier);
                 return reply.poll(PollEvents::empty());
             }
@@ -239,28 +269,8 @@ impl Streams {
         }
     }
 
-    fn wake(&self, partitions: impl Fn(&PartitionId) -> bool, bump: bool) {
-        let (parked, polls) = {
-            let mut state = lock(&self.state);
-            let keys: Vec<PartitionId> = state
-                .parked
-                .keys()
-                .chain(state.polls.keys())
-                .chain(state.sequence.keys())
-                .filter(|p| partitions(p))
-                .cloned()
-                .collect();
-            let mut parked = Vec::new();
-            let mut polls = Vec::new();
-            for key in keys {
-                if bump {
-                    *state.sequence.entry(key.clone()).or_default() += 1;
-                }
-                parked.extend(state.parked.remove(&key).unwrap_or_default());
-                polls.extend(state.polls.remove(&key).unwrap_or_default());
-            }
-            (parked, polls)
-        };
+    /// Hands `parked` and `polls` to the waker thread.
+    fn wake(&self, parked: Vec<Parked>, polls: Vec<PollNotifier>) {
         if parked.is_empty() && polls.is_empty() {
             return;
         }
@@ -280,16 +290,22 @@ impl Streams {
 
 impl StreamListener for Streams {
     fn appended(&self, partition: &PartitionId) {
-        {
-            // Count the append even when nobody waits, for readers about to park.
+        let (parked, polls) = {
             let mut state = lock(&self.state);
+            // Counted even when nobody waits, for readers about to park.
             *state.sequence.entry(partition.clone()).or_default() += 1;
-        }
-        self.wake(|p| p == partition, false);
+            state.take_waiting(|p| p == partition)
+        };
+        self.wake(parked, polls);
     }
 
     fn topic_deleted(&self, topic: &str) {
-        self.wake(|p| &*p.topic == topic, true);
+        let (parked, polls) = {
+            let mut state = lock(&self.state);
+            state.deletions += 1;
+            state.take_waiting(|p| &*p.topic == topic)
+        };
+        self.wake(parked, polls);
     }
 }
 
