@@ -40,15 +40,17 @@ fn kafka_client(python: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A broker and two daemons mounted on it (as two machines would have). `None` when skipped.
+fn two_mounts() -> Option<(Broker, Mount, Mount)> {
+    let broker = Broker::start()?;
+    let a = Mount::on_cluster(&broker)?;
+    let b = Mount::on_cluster(&broker)?;
+    Some((broker, a, b))
+}
+
 #[test]
 fn two_mounts_of_one_cluster_see_each_others_records() {
-    let Some(broker) = Broker::start() else {
-        return;
-    };
-    let Some(a) = Mount::on_cluster(&broker) else {
-        return;
-    };
-    let Some(b) = Mount::on_cluster(&broker) else {
+    let Some((_broker, a, b)) = two_mounts() else {
         return;
     };
     a.create_topic("shared", 1);
@@ -98,13 +100,7 @@ fn two_mounts_of_one_cluster_see_each_others_records() {
 
 #[test]
 fn a_follow_stream_wakes_for_records_another_mount_appended() {
-    let Some(broker) = Broker::start() else {
-        return;
-    };
-    let Some(a) = Mount::on_cluster(&broker) else {
-        return;
-    };
-    let Some(b) = Mount::on_cluster(&broker) else {
+    let Some((_broker, a, b)) = two_mounts() else {
         return;
     };
     a.create_topic("f", 1);
@@ -202,13 +198,7 @@ fn a_kafka_client_and_the_mount_read_each_others_records() {
 
 #[test]
 fn config_is_the_clusters_and_segment_commands_are_refused() {
-    let Some(broker) = Broker::start() else {
-        return;
-    };
-    let Some(a) = Mount::on_cluster(&broker) else {
-        return;
-    };
-    let Some(b) = Mount::on_cluster(&broker) else {
+    let Some((_broker, a, b)) = two_mounts() else {
         return;
     };
     a.create_topic("c", 1);
@@ -253,13 +243,7 @@ fn config_is_the_clusters_and_segment_commands_are_refused() {
 
 #[test]
 fn keys_are_read_from_the_cluster() {
-    let Some(broker) = Broker::start() else {
-        return;
-    };
-    let Some(a) = Mount::on_cluster(&broker) else {
-        return;
-    };
-    let Some(b) = Mount::on_cluster(&broker) else {
+    let Some((_broker, a, b)) = two_mounts() else {
         return;
     };
     a.create_topic("users", 1);
@@ -345,13 +329,7 @@ fn a_broker_that_goes_away_is_eagain_or_eio_and_the_mount_recovers() {
 
 #[test]
 fn groups_and_consume_files_commit_on_the_cluster() {
-    let Some(broker) = Broker::start() else {
-        return;
-    };
-    let Some(a) = Mount::on_cluster(&broker) else {
-        return;
-    };
-    let Some(b) = Mount::on_cluster(&broker) else {
+    let Some((broker, a, b)) = two_mounts() else {
         return;
     };
     a.create_topic("jobs", 1);
