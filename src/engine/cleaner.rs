@@ -548,22 +548,29 @@ fn write_cleaned(
         stats.bytes_before += segment.size_bytes;
         let mut reader = BatchReader::open(&segment.log_path, segment.size_bytes)?;
         while let Some((_, header, bytes)) = reader.next_batch()? {
-            let kept = if header.base_offset >= map_end || header.is_control() {
-                Some(bytes)
+            let (kept, kept_header) = if header.base_offset >= map_end || header.is_control() {
+                (bytes, header)
             } else {
-                let (kept, removed, tombstones_removed, horizon) =
-                    clean_batch(&header, &bytes, map, map_end, now_ms, config)?;
-                stats.records_removed += removed;
-                stats.tombstones_removed += tombstones_removed;
-                stats.next_tombstone_horizon_ms =
-                    min_option(stats.next_tombstone_horizon_ms, horizon);
-                if kept.as_deref() != Some(&bytes[..]) {
-                    changed = true;
+                let cleaned_batch = clean_batch(&header, &bytes, map, map_end, now_ms, config)?;
+                stats.records_removed += cleaned_batch.removed;
+                stats.tombstones_removed += cleaned_batch.tombstones_removed;
+                stats.next_tombstone_horizon_ms = min_option(
+                    stats.next_tombstone_horizon_ms,
+                    cleaned_batch.tombstone_horizon_ms,
+                );
+                match cleaned_batch.fate {
+                    BatchFate::Unchanged => (bytes, header),
+                    BatchFate::Rewritten(rewritten) => {
+                        changed = true;
+                        let rewritten_header = BatchHeader::parse(&rewritten)?;
+                        (rewritten, rewritten_header)
+                    }
+                    BatchFate::Dropped => {
+                        changed = true;
+                        continue;
+                    }
                 }
-                kept
             };
-            let Some(kept) = kept else { continue };
-            let kept_header = BatchHeader::parse(&kept)?;
             data.extend_from_slice(&kept);
             headers.push(kept_header);
             if data.len() >= WRITE_BUFFER_BYTES {
@@ -580,9 +587,26 @@ fn write_cleaned(
     Ok((stats, changed))
 }
 
-/// The batch as compaction leaves it (`None`: nothing kept), with the records and tombstones
-/// removed and the delete horizon of the tombstones it keeps.
-#[allow(clippy::type_complexity)]
+/// What compaction does with one batch.
+enum BatchFate {
+    /// Kept byte for byte.
+    Unchanged,
+    /// Re-encoded with fewer records or a new delete horizon.
+    Rewritten(Vec<u8>),
+    /// No record kept.
+    Dropped,
+}
+
+/// One batch after compaction, with what it lost.
+struct CleanedBatch {
+    fate: BatchFate,
+    removed: u64,
+    tombstones_removed: u64,
+    /// The delete horizon of the tombstones it keeps.
+    tombstone_horizon_ms: Option<i64>,
+}
+
+/// The batch as compaction leaves it.
 fn clean_batch(
     header: &BatchHeader,
     bytes: &[u8],
@@ -590,7 +614,7 @@ fn clean_batch(
     map_end: i64,
     now_ms: i64,
     config: &LogConfig,
-) -> Result<(Option<Vec<u8>>, u64, u64, Option<i64>)> {
+) -> Result<CleanedBatch> {
     let batch = record::decode_batch(bytes)?;
     let horizon = header.delete_horizon_ms();
     let tombstones_expired = horizon.is_some_and(|h| now_ms >= h);
@@ -621,14 +645,19 @@ fn clean_batch(
         (true, Some(h)) => Some(h),
         (true, None) => Some(now_ms.saturating_add(config.delete_retention_ms)),
     };
-    if kept.is_empty() {
-        return Ok((None, removed, tombstones_removed, None));
-    }
-    if kept.len() == total && new_horizon == horizon {
-        return Ok((Some(bytes.to_vec()), 0, 0, new_horizon));
-    }
-    let encoded = record::batch::encode_retained(header, &kept, new_horizon)?;
-    Ok((Some(encoded), removed, tombstones_removed, new_horizon))
+    let fate = if kept.is_empty() {
+        BatchFate::Dropped
+    } else if kept.len() == total && new_horizon == horizon {
+        BatchFate::Unchanged
+    } else {
+        BatchFate::Rewritten(record::batch::encode_retained(header, &kept, new_horizon)?)
+    };
+    Ok(CleanedBatch {
+        fate,
+        removed,
+        tombstones_removed,
+        tombstone_horizon_ms: new_horizon,
+    })
 }
 
 /// Where a crash is simulated during a swap (tests of recovery; see `Log::set_swap_crash`).
