@@ -160,10 +160,68 @@ struct Shared {
     offsets: Arc<ConsumerOffsets>,
 }
 
-/// Stops and joins a background thread (the flusher, the cleaner).
-struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+/// A background thread of the manager (the flusher, the cleaner) and its stop signal.
+struct Background {
+    stop: Arc<StopSignal>,
     handle: JoinHandle<()>,
+}
+
+/// Set once at shutdown; background threads sleep on it.
+#[derive(Default)]
+struct StopSignal {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl StopSignal {
+    /// Sleeps up to `timeout`; true when stopped.
+    fn wait(&self, timeout: Duration) -> bool {
+        let guard = lock(&self.stopped);
+        let (guard, _) = self
+            .wake
+            .wait_timeout_while(guard, timeout, |stopped| !*stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard
+    }
+
+    fn is_stopped(&self) -> bool {
+        *lock(&self.stopped)
+    }
+
+    fn stop(&self) {
+        *lock(&self.stopped) = true;
+        self.wake.notify_all();
+    }
+}
+
+impl Background {
+    /// Runs `body` on a thread named `name` until it returns (it should when stopped).
+    fn start(
+        name: &str,
+        shared: Arc<Shared>,
+        body: fn(&Shared, &StopSignal),
+    ) -> Result<Background> {
+        let stop = Arc::new(StopSignal::default());
+        let thread_stop = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || body(&shared, &thread_stop))
+            .map_err(|e| EngineError::io(format!("<{name} thread>"), e))?;
+        Ok(Background { stop, handle })
+    }
+
+    /// Waits for the thread, which was told to stop.
+    fn join(self) {
+        let name = self
+            .handle
+            .thread()
+            .name()
+            .unwrap_or("background")
+            .to_string();
+        if self.handle.join().is_err() {
+            log::error!("the {name} thread panicked");
+        }
+    }
 }
 
 /// Owns a data directory: its lock, its topics and every partition's [`Log`].
@@ -171,9 +229,9 @@ struct Flusher {
 /// See the module documentation for the on-disk layout, crash safety and locking.
 pub struct LogManager {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<Flusher>>,
+    flusher: Mutex<Option<Background>>,
     /// The background cleanup thread: retention, compaction, removal of `.deleted` files.
-    cleaner: Mutex<Option<Flusher>>,
+    cleaner: Mutex<Option<Background>>,
     /// The open `.lock` file; dropping it releases the flock.
     lock_file: Mutex<Option<File>>,
 }
@@ -254,8 +312,8 @@ impl LogManager {
         *write(&shared.topics) = topics;
 
         let shared = Arc::new(shared);
-        let flusher = start_flusher(Arc::clone(&shared))?;
-        let cleaner = start_cleaner(Arc::clone(&shared))?;
+        let flusher = Background::start("lmqfs-flush", Arc::clone(&shared), run_flusher)?;
+        let cleaner = Background::start("lmqfs-cleaner", Arc::clone(&shared), clean_periodically)?;
         Ok(LogManager {
             shared,
             flusher: Mutex::new(Some(flusher)),
@@ -624,21 +682,13 @@ impl LogManager {
         self.shared.closed.store(true, Ordering::Release);
 
         if let Some(flusher) = lock(&self.flusher).take() {
-            {
-                let (stopped, wake) = &*flusher.stop;
-                *lock(stopped) = true;
-                wake.notify_all();
-            }
-            if flusher.handle.join().is_err() {
-                log::error!("the flush thread panicked");
-            }
+            flusher.stop.stop();
+            flusher.join();
         }
 
         let cleaner = lock(&self.cleaner).take();
         if let Some(cleaner) = &cleaner {
-            let (stopped, wake) = &*cleaner.stop;
-            *lock(stopped) = true;
-            wake.notify_all();
+            cleaner.stop.stop();
         }
 
         let topics = std::mem::take(&mut *write(&self.shared.topics));
@@ -657,9 +707,7 @@ impl LogManager {
         }
         // Closed logs make a cleaning run in progress stop at its next check.
         if let Some(cleaner) = cleaner {
-            if cleaner.handle.join().is_err() {
-                log::error!("the cleaner thread panicked");
-            }
+            cleaner.join();
         }
         drop(lock(&self.lock_file).take());
         log::info!("closed data directory {}", self.shared.data_dir.display());
@@ -1110,28 +1158,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn start_flusher(shared: Arc<Shared>) -> Result<Flusher> {
-    let stop = Arc::new((Mutex::new(false), Condvar::new()));
-    let thread_stop = Arc::clone(&stop);
-    let handle = std::thread::Builder::new()
-        .name("lmqfs-flush".to_string())
-        .spawn(move || run_flusher(&shared, &thread_stop))
-        .map_err(|e| EngineError::io("<flush thread>", e))?;
-    Ok(Flusher { stop, handle })
-}
-
 /// Every `FLUSH_CHECK_INTERVAL` until stopped: `flush_if_due` on every log.
-fn run_flusher(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
-    let (stopped, wake) = stop;
-    loop {
-        let guard = lock(stopped);
-        let (guard, _) = wake
-            .wait_timeout_while(guard, FLUSH_CHECK_INTERVAL, |stopped| !*stopped)
-            .unwrap_or_else(PoisonError::into_inner);
-        if *guard {
-            return;
-        }
-        drop(guard);
+fn run_flusher(shared: &Shared, stop: &StopSignal) {
+    while !stop.wait(FLUSH_CHECK_INTERVAL) {
         let now = now_ms();
         for (topic, partition, log) in shared.all_logs() {
             match log.flush_if_due(now) {
@@ -1144,21 +1173,11 @@ fn run_flusher(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
     }
 }
 
-fn start_cleaner(shared: Arc<Shared>) -> Result<Flusher> {
-    let stop = Arc::new((Mutex::new(false), Condvar::new()));
-    let thread_stop = Arc::clone(&stop);
-    let handle = std::thread::Builder::new()
-        .name("lmqfs-cleaner".into())
-        .spawn(move || clean_periodically(&shared, &thread_stop))
-        .map_err(|e| EngineError::io(Path::new("<cleaner thread>"), e))?;
-    Ok(Flusher { stop, handle })
-}
-
 /// The background cleanup until stopped: every tick, removes `.deleted` files whose delay
 /// passed; every `log.retention.check.interval.ms`, runs retention on every log; every
 /// `log.cleaner.backoff.ms`, compacts the compacted logs whose dirty ratio asks for it. One log
 /// at a time, so the other partitions never wait for it.
-fn clean_periodically(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
+fn clean_periodically(shared: &Shared, stop: &StopSignal) {
     let settings = shared.settings;
     let tick_ms = CLEANER_TICK_MS
         .min(settings.cleaner_backoff_ms)
@@ -1167,22 +1186,12 @@ fn clean_periodically(shared: &Shared, stop: &(Mutex<bool>, Condvar)) {
     let started = now_ms();
     let mut next_retention = started + settings.retention_check_interval_ms;
     let mut next_clean = started + settings.cleaner_backoff_ms;
-    let (stopped, wake) = stop;
-    let is_stopped = || *lock(stopped);
-    loop {
-        let guard = lock(stopped);
-        let (guard, _) = wake
-            .wait_timeout_while(guard, Duration::from_millis(tick_ms as u64), |s| !*s)
-            .unwrap_or_else(PoisonError::into_inner);
-        if *guard {
-            return;
-        }
-        drop(guard);
+    while !stop.wait(Duration::from_millis(tick_ms as u64)) {
         let now = now_ms();
         let retention_due = now >= next_retention;
         let clean_due = now >= next_clean;
         for (topic, partition, log) in shared.all_logs() {
-            if is_stopped() {
+            if stop.is_stopped() {
                 return;
             }
             let report = |what: &str, e: EngineError| {
