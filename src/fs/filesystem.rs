@@ -1126,11 +1126,10 @@ impl LmqFs {
                     }
                 }
                 if !split.records.is_empty() {
-                    if let Err(e) = log.append(&split.records) {
+                    if let Err(e) = self.append_records(partition, &**log, &split.records) {
                         pending.clear();
                         return Err(e.into());
                     }
-                    self.notify_appended(partition);
                     debug!("{partition}: appended {} records", split.records.len());
                 }
                 pending.commit(data, &split);
@@ -1174,8 +1173,7 @@ impl LmqFs {
                 return Ok(());
             }
             if let Some(record) = pending.take_record(*format)? {
-                log.append(std::slice::from_ref(&record))?;
-                self.notify_appended(partition);
+                self.append_records(partition, &**log, std::slice::from_ref(&record))?;
                 debug!("{partition}: appended the unterminated last line on close");
             }
         }

@@ -22,7 +22,7 @@ use crate::fs::error::{FsError, FsResult};
 use crate::fs::filesystem::{lock, Handle, LmqFs};
 use crate::fs::json::write_record_json;
 use crate::fs::node::{FollowFrom, PartitionId, ViewKind};
-use crate::storage::{decode_batch, Partition, StorageError};
+use crate::storage::{decode_batch, AppendInfo, NewRecord, Partition, StorageError};
 
 /// Batch bytes fetched per step while filling a read.
 const FETCH_BYTES: usize = 256 * 1024;
@@ -225,12 +225,20 @@ impl LmqFs {
         *lock(&self.stream_listener) = Some(listener);
     }
 
-    /// Tells the listener that `partition` has new records.
-    pub(super) fn notify_appended(&self, partition: &PartitionId) {
+    /// Every append of the file interface: appends `records` to `log` (the partition `p`),
+    /// then wakes the streams that follow it.
+    pub(super) fn append_records(
+        &self,
+        p: &PartitionId,
+        log: &dyn Partition,
+        records: &[NewRecord],
+    ) -> Result<AppendInfo, StorageError> {
+        let info = log.append(records)?;
         let listener = lock(&self.stream_listener).clone();
         if let Some(listener) = listener {
-            listener.appended(partition);
+            listener.appended(p);
         }
+        Ok(info)
     }
 
     /// Tells the listener that `topic` is gone.

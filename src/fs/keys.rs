@@ -269,8 +269,7 @@ impl LmqFs {
     pub(super) fn remove_key(&self, p: &PartitionId, key: &Arc<str>) -> FsResult<()> {
         self.check_writable_mount()?;
         let log = self.partition_log(p)?;
-        let info = log.append(&[keyed_record(key, None)])?;
-        self.notify_appended(p);
+        let info = self.append_records(p, &*log, &[keyed_record(key, None)])?;
         lock(&self.inodes).detach(&Node::Key(p.clone(), key.clone()));
         info!(
             "/{p}/keys/{key}: removed (tombstone at offset {})",
@@ -287,8 +286,7 @@ impl LmqFs {
         let mut buffer = KeyBuffer::new(self.key_value(p, key)?, false);
         buffer.truncate(size, Self::max_value_bytes(&*log, key))?;
         if let Some(value) = buffer.take_on_release() {
-            log.append(&[keyed_record(key, Some(value))])?;
-            self.notify_appended(p);
+            self.append_records(p, &*log, &[keyed_record(key, Some(value))])?;
         }
         Ok(())
     }
@@ -357,9 +355,8 @@ impl LmqFs {
             return Ok(());
         };
         let size = value.len();
-        match log.append(&[keyed_record(key, Some(value))]) {
+        match self.append_records(partition, &**log, &[keyed_record(key, Some(value))]) {
             Ok(info) => {
-                self.notify_appended(partition);
                 // The key's inode may be a fresh one now (created after a removal).
                 debug!(
                     "/{partition}/keys/{key}: {size} bytes appended at offset {}",
