@@ -722,10 +722,17 @@ impl LmqFs {
         let parent_node = self.node(parent)?;
         let name = name_str(name)?;
         let node = self.resolve(&parent_node, name)?;
-        let ino = lock(&self.inodes).ino_of(&node);
-        let entry = self.attr_of(ino, &node, None)?;
-        lock(&self.inodes).lookup(&node);
-        Ok(entry)
+        // Count the lookup in the same critical section that picks the number: a `forget`
+        // of this number racing in between would otherwise drop it while the kernel is
+        // about to receive it (and every later request on it would get ENOENT).
+        let ino = lock(&self.inodes).lookup(&node);
+        match self.attr_of(ino, &node, None) {
+            Ok(entry) => Ok(entry),
+            Err(e) => {
+                lock(&self.inodes).forget(ino, 1);
+                Err(e)
+            }
+        }
     }
 
     pub fn forget(&self, ino: u64, nlookup: u64) {
@@ -1664,5 +1671,26 @@ mod semantics_tests {
         f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
         assert_ne!(f.ino("t").unwrap(), old);
         assert_eq!(f.read("t/0/log").unwrap(), b"");
+    }
+
+    /// The kernel may send `forget` for a number while another lookup of the same name is
+    /// being answered. The number a lookup replies with must still resolve afterwards.
+    #[test]
+    fn a_lookup_racing_a_forget_never_replies_with_a_dropped_number() {
+        let f = fixture();
+        f.fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
+        let partition = f.ino("t/0").unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for _ in 0..20_000 {
+                        let ino = f.fs.lookup(partition, OsStr::new("log")).unwrap().attr.ino;
+                        f.fs.getattr(ino, None)
+                            .unwrap_or_else(|e| panic!("inode {ino} from a lookup: {e}"));
+                        f.fs.forget(ino, 1);
+                    }
+                });
+            }
+        });
     }
 }
