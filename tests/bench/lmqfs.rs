@@ -311,6 +311,9 @@ fn bench(cli: &Cli) -> Result<()> {
     if let (Some(dir), Some(plots)) = (&cli.plots, &plots) {
         write_plots(dir, plots)?;
     }
+    if cli.only.is_empty() {
+        check_every_row(&rows, ctx.cpus.len().min(2))?;
+    }
     let incomplete: Vec<&str> = rows
         .iter()
         .filter(|r| !r.complete())
@@ -318,6 +321,27 @@ fn bench(cli: &Cli) -> Result<()> {
         .collect();
     if !incomplete.is_empty() {
         return Err(format!("rows without figures: {}", incomplete.join("; ")));
+    }
+    Ok(())
+}
+
+/// Every section gave every row it should: a figure dropped by a change fails the smoke test.
+fn check_every_row(rows: &[Row], callers: usize) -> Result<()> {
+    let expected = [
+        ("produce", 12),
+        ("consume", 12),
+        ("latency", 4 * callers),
+        ("engine", 8),
+        ("startup", 6),
+        ("memory", 10),
+    ];
+    for (section, count) in expected {
+        let got = rows.iter().filter(|r| r.section == section).count();
+        if got != count {
+            return Err(format!(
+                "section {section} has {got} rows, {count} expected"
+            ));
+        }
     }
     Ok(())
 }
