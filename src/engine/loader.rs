@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use log::{info, warn};
+use log::{error, info, warn};
 
 use super::checkpoint::{self, Checkpoint};
 use super::cleaner;
@@ -106,6 +106,21 @@ pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
         .values_mut()
         .next_back()
         .expect("at least one segment");
+    if clean {
+        // The marker says the daemon stopped cleanly, not that the bytes are intact.
+        if let Some(repair) = active.verify_tail()? {
+            error!(
+                "{}: the clean-shutdown marker was present, but the active segment {} ends in \
+                 {} bytes that are not a whole batch (a torn write or garbage after the last \
+                 batch); truncated them at position {}",
+                dir.display(),
+                active.log_path().display(),
+                repair.removed_bytes,
+                repair.position
+            );
+            active.flush()?;
+        }
+    }
     active.make_active()?;
     let mut log_end_offset = active.next_offset()?;
     if log_start_offset > log_end_offset {
