@@ -1,8 +1,12 @@
 //! Opening a partition directory: Kafka's `LogLoader`.
 //!
-//! After a clean stop (the marker of [`super::checkpoint`] is present) nothing is scanned:
-//! segments are opened by file length, their indexes lazily when first used, and the log end
-//! offset is read from the active segment's last index entry on.
+//! After a clean stop (the marker of [`super::checkpoint`] is present) almost nothing is
+//! scanned: segments are opened by file length, their indexes lazily when first used, and the
+//! active segment's batches after its last index entry are checked (the marker says the daemon
+//! stopped cleanly, not that the bytes are intact): bytes at its end that are not a whole batch
+//! (a torn write, garbage, zeros) are truncated with an error line, and the log end offset is
+//! read from there. Damage elsewhere is found by the reads that reach it, which fail with
+//! `Corrupt` at its position, after every batch before it.
 //!
 //! After an unclean stop every segment from the one holding the recovery point on is recovered:
 //! each batch's header, CRC and offsets are validated, the `.log` is truncated at the first
@@ -85,6 +89,22 @@ pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
     let mut segments = BTreeMap::new();
     for &base in &log_bases {
         segments.insert(base, LogSegment::open(dir, base, params)?);
+    }
+
+    // A closed segment with no bytes lost every record it had (it is never created empty):
+    // say which offsets are gone, since reads skip them as they skip compacted offsets.
+    let bases: Vec<i64> = segments.keys().copied().collect();
+    for pair in bases.windows(2) {
+        if segments[&pair[0]].is_empty() {
+            error!(
+                "{}: segment {} is empty: the records at offsets [{}, {}) are missing; reads \
+                 skip them",
+                dir.display(),
+                segments[&pair[0]].log_path().display(),
+                pair[0],
+                pair[1]
+            );
+        }
     }
 
     let recovered = !clean && !segments.is_empty();
