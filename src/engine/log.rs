@@ -125,6 +125,8 @@ pub struct Log {
     closed_flag: AtomicBool,
     /// Nothing is called with it held that takes another log's lock.
     inner: Mutex<LogInner>,
+    /// Why the directory could not be opened, for a quarantined log (see [`Log::unavailable`]).
+    unavailable: Option<String>,
 }
 
 struct LogInner {
@@ -224,7 +226,58 @@ impl Log {
                 keys: None,
                 swap_crash: None,
             }),
+            unavailable: None,
         })
+    }
+
+    /// A quarantined partition: `dir` could not be opened (`reason`). It holds nothing and
+    /// touches no file; every read and change fails with `Corrupt` naming `dir` and the reason,
+    /// so its data stays as it was for someone to inspect and repair, while the other
+    /// partitions are served.
+    pub fn unavailable(dir: &Path, config: LogConfig, reason: String) -> Log {
+        Log {
+            dir: dir.to_path_buf(),
+            cleanup: Mutex::new(()),
+            keys_build: Mutex::new(()),
+            closed_flag: AtomicBool::new(true),
+            inner: Mutex::new(LogInner {
+                config,
+                segments: BTreeMap::new(),
+                log_start_offset: 0,
+                log_end_offset: 0,
+                recovery_point: 0,
+                unflushed_messages: 0,
+                first_unflushed_ms: None,
+                last_roll: None,
+                last_retention: None,
+                last_compaction: None,
+                closed: true,
+                generation: 0,
+                introduced: HashMap::new(),
+                retired: Vec::new(),
+                first_dirty_offset: 0,
+                next_tombstone_horizon_ms: None,
+                keys: None,
+                swap_crash: None,
+            }),
+            unavailable: Some(reason),
+        }
+    }
+
+    /// Why this partition is quarantined, if it is (see [`Log::unavailable`]).
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// The error every operation of a quarantined log answers.
+    fn unavailable_error(&self) -> Option<EngineError> {
+        self.unavailable
+            .as_ref()
+            .map(|reason| EngineError::Corrupt {
+                path: self.dir.clone(),
+                position: 0,
+                reason: format!("partition quarantined at startup: {reason}"),
+            })
     }
 
     fn lock(&self) -> MutexGuard<'_, LogInner> {
@@ -240,7 +293,7 @@ impl Log {
     fn lock_open(&self) -> Result<MutexGuard<'_, LogInner>> {
         let inner = self.lock();
         if inner.closed {
-            return Err(EngineError::Closed);
+            return Err(self.unavailable_error().unwrap_or(EngineError::Closed));
         }
         Ok(inner)
     }
@@ -368,6 +421,9 @@ impl Log {
     /// end, or before the first retained segment, it returns what exists from there (possibly
     /// nothing). CRCs are verified.
     pub fn read_batches(&self, start_offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
+        if let Some(e) = self.unavailable_error() {
+            return Err(e);
+        }
         self.lock().read_batches(start_offset, max_bytes)
     }
 
@@ -592,6 +648,9 @@ impl Log {
         start_offset: i64,
         max_bytes: usize,
     ) -> Result<Vec<FetchedBatch>> {
+        if let Some(e) = self.unavailable_error() {
+            return Err(e);
+        }
         let mut inner = self.lock();
         if generation >= inner.generation {
             return inner.read_batches(start_offset, max_bytes);

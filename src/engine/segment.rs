@@ -58,6 +58,14 @@ pub struct RecoveryOutcome {
     pub batches: u64,
 }
 
+/// What [`LogSegment::verify_tail`] cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailRepair {
+    /// Where the invalid bytes started (the `.log`'s length now).
+    pub position: u32,
+    pub removed_bytes: u64,
+}
+
 /// A segment of a partition log: `<base>.log`, `<base>.index` and `<base>.timeindex`.
 ///
 /// The `.log` is a plain concatenation of v2 record batches (see [`crate::engine::record`]),
@@ -511,9 +519,11 @@ impl LogSegment {
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at + LOG_OVERHEAD <= buf.len() {
+            // Damage after a good batch ends this answer; the next read starts at the damage
+            // and gets the error, so a reader has every batch before it.
             let header = match BatchHeader::parse(&buf[at..]) {
                 Ok(h) => h,
-                Err(RecordError::Truncated { .. }) if !batches.is_empty() => break,
+                Err(_) if !batches.is_empty() => break,
                 Err(e) => return Err(self.corrupt(first.position + at as u32, e)),
             };
             let total = header.total_size();
@@ -530,8 +540,12 @@ impl LogSegment {
                 break;
             }
             let bytes = &buf[at..at + total];
-            record::batch::verify_batch(bytes)
-                .map_err(|e| self.corrupt(first.position + at as u32, e))?;
+            if let Err(e) = record::batch::verify_batch(bytes) {
+                if batches.is_empty() {
+                    return Err(self.corrupt(first.position + at as u32, e));
+                }
+                break;
+            }
             batches.push((header, bytes.to_vec()));
             at += total;
         }
@@ -720,6 +734,64 @@ impl LogSegment {
         })
     }
 
+    /// Checks the batches after the last offset index entry (at most `index.interval.bytes`
+    /// plus one batch): headers, lengths, CRCs and offsets. A clean-shutdown marker says the
+    /// daemon stopped cleanly, not that the bytes are intact (a torn write or garbage may follow
+    /// the last batch), so the loader checks the active segment's tail even then.
+    ///
+    /// Bytes at the end that do not form a whole batch (garbage, zeros, a batch cut short) are
+    /// truncated: nothing can be read past them. A whole batch whose CRC fails is kept (the
+    /// batches after it are intact); reads report it. Returns the truncation, if any.
+    pub fn verify_tail(&mut self) -> Result<Option<TailRepair>> {
+        let path = self.log_path();
+        let mut position = self.offset_index_mut()?.lookup(i64::MAX).position;
+        let mut next_offset = None;
+        let mut buf = Vec::new();
+        let mut damaged_batches = Vec::new();
+        while (position as u64) < self.size as u64 {
+            let header = match self.header_at(position) {
+                Ok(Some(h)) => h,
+                // Fewer bytes than a batch header, or a header that cannot be a batch's.
+                Ok(None) | Err(EngineError::Corrupt { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            if next_offset.is_some_and(|next| header.base_offset < next)
+                || header.last_offset_delta < 0
+            {
+                break;
+            }
+            buf.resize(header.total_size(), 0);
+            self.file
+                .read_exact_at(&mut buf, position as u64)
+                .at(&path)?;
+            if let Err(e) = record::batch::verify_batch(&buf) {
+                damaged_batches.push((position, e));
+            }
+            next_offset = Some(header.next_offset());
+            position += header.total_size() as u32;
+        }
+        for (at, e) in damaged_batches {
+            log::error!(
+                "{}: batch at position {at} is damaged ({e}); kept, and reads of it fail with EIO",
+                path.display()
+            );
+        }
+        if position as u64 >= self.size as u64 {
+            return Ok(None);
+        }
+        let removed = self.size as u64 - position as u64;
+        // With nothing valid after the last index entry, that entry names the invalid bytes.
+        let next = match next_offset {
+            Some(next) => next,
+            None => self.offset_index_mut()?.lookup(i64::MAX).offset,
+        };
+        self.truncate_at(position, next)?;
+        Ok(Some(TailRepair {
+            position,
+            removed_bytes: removed,
+        }))
+    }
+
     /// Removes every batch from the one containing `offset` on. Returns the bytes removed.
     pub fn truncate_to(&mut self, offset: i64) -> Result<u64> {
         let Some(location) = self.find_batch(offset)? else {
@@ -727,6 +799,13 @@ impl LogSegment {
         };
         let position = location.position;
         let removed = (self.size - position) as u64;
+        self.truncate_at(position, offset)?;
+        Ok(removed)
+    }
+
+    /// Cuts the `.log` at `position`, where the batch holding `offset` (or garbage) starts,
+    /// and the indexes before `offset`, then recomputes the in-memory facts.
+    fn truncate_at(&mut self, position: u32, offset: i64) -> Result<()> {
         self.offset_index_mut()?.truncate_to(offset)?;
         self.time_index_mut()?.truncate_to(offset)?;
         let path = self.log_path();
@@ -749,7 +828,7 @@ impl LogSegment {
             scan_from += h.total_size() as u32;
         }
         self.next_offset()?;
-        Ok(removed)
+        Ok(())
     }
 
     /// fsyncs the `.log` and msyncs the indexes.

@@ -64,6 +64,27 @@ struct MapState {
     total_bytes: u64,
     bytes_since_checkpoint: u64,
     from_positions: HashMap<i64, u64>,
+    /// Damage in the log where mapping stopped (a batch failed its CRC, a torn or cut batch):
+    /// the view ends there, and a read at its end gets this error (EIO) instead of end of file.
+    damage: Option<Damage>,
+}
+
+/// Where a view's log is damaged: the engine's `Corrupt` error, kept to be answered again.
+#[derive(Debug, Clone)]
+struct Damage {
+    path: std::path::PathBuf,
+    position: u64,
+    reason: String,
+}
+
+impl Damage {
+    fn error(&self) -> FsError {
+        FsError::Storage(crate::storage::StorageError::Corrupt {
+            path: self.path.clone(),
+            position: self.position,
+            reason: self.reason.clone(),
+        })
+    }
 }
 
 /// The position map of one (partition, view kind, generation). See the module docs.
@@ -145,6 +166,7 @@ impl ViewMap {
                 total_bytes: 0,
                 bytes_since_checkpoint: 0,
                 from_positions: HashMap::new(),
+                damage: None,
             }),
         }
     }
@@ -209,7 +231,7 @@ impl ViewMap {
         let mut scratch = Vec::new();
         let start = state.next_offset;
         let st = &mut *state;
-        let batch_end = self.scan(start, |record| {
+        let scanned = self.scan(start, |record| {
             if record.offset >= log_end_offset {
                 return false;
             }
@@ -229,7 +251,35 @@ impl ViewMap {
             st.bytes_since_checkpoint += len;
             st.next_offset = record.offset + 1;
             true
-        })?;
+        });
+        let batch_end = match scanned {
+            Ok(end) => end,
+            // Damaged data ends the view: every record before it stays readable, and a read
+            // at the end answers the damage (see `read`). Found again on each call.
+            Err(FsError::Storage(crate::storage::StorageError::Corrupt {
+                path,
+                position,
+                reason,
+            })) => {
+                if st.damage.is_none() {
+                    log::error!(
+                        "{}: the log is damaged at position {position} of {} ({reason}); its \
+                         views end there with EIO; `lmqfs dump-log --verify` on the file shows \
+                         the damage",
+                        self.log.location().display(),
+                        path.display()
+                    );
+                }
+                st.damage = Some(Damage {
+                    path,
+                    position,
+                    reason,
+                });
+                return Ok(st.total_bytes);
+            }
+            Err(e) => return Err(e),
+        };
+        st.damage = None;
         // Offsets with no record (compacted away) at the end of a fully visited batch.
         st.next_offset = st.next_offset.max(batch_end.min(log_end_offset));
         Ok(st.total_bytes)
@@ -279,6 +329,11 @@ impl ViewMap {
     ) -> FsResult<(Vec<u8>, Option<Cursor>)> {
         let total = self.len_bytes()?;
         if position >= total || size == 0 {
+            if size > 0 && position == total {
+                if let Some(damage) = &self.lock().damage {
+                    return Err(damage.error());
+                }
+            }
             return Ok((Vec::new(), hint));
         }
         let end = total.min(position + size as u64);

@@ -50,8 +50,17 @@ impl Storage for LogManager {
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<dyn Partition>> {
+        let log = self.log(topic, partition)?;
+        if let Some(reason) = log.unavailable_reason() {
+            // Quarantined at startup: everything under the partition answers EIO.
+            return Err(crate::engine::EngineError::Corrupt {
+                path: log.dir().to_path_buf(),
+                position: 0,
+                reason: format!("partition quarantined at startup: {reason}"),
+            });
+        }
         Ok(Arc::new(EmbeddedPartition {
-            log: self.log(topic, partition)?,
+            log,
             cleaner: self.cleanup_settings().cleaner,
             groups: Some(PartitionGroups {
                 offsets: Arc::clone(self.consumer_offsets()),
