@@ -38,7 +38,7 @@ pub trait FileHandle: Send + Sync + std::fmt::Debug {
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Reserves disk blocks for `[offset, offset + len)` (posix_fallocate), so writes through
     /// a mapping of them cannot fail later (a full disk would otherwise be a SIGBUS).
     fn allocate(&self, offset: u64, len: u64) -> io::Result<()>;
@@ -91,7 +91,7 @@ impl FileHandle for RealFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
     fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -322,8 +322,8 @@ impl FileHandle for FaultFile {
         }
         Ok(())
     }
-    fn len(&self) -> io::Result<u64> {
-        self.file.len()
+    fn size(&self) -> io::Result<u64> {
+        self.file.size()
     }
     fn allocate(&self, offset: u64, len: u64) -> io::Result<()> {
         if let Some(fault) = self.lock().take(Op::Map, &self.path) {

@@ -140,7 +140,7 @@ impl LogSegment {
     pub fn open(dir: &Path, base_offset: i64, params: SegmentParams) -> Result<LogSegment> {
         let path = segment_file(dir, base_offset, LOG_SUFFIX);
         let file = file_system().open(&path, OpenMode::Existing).at(&path)?;
-        let len = file.len().at(&path)?;
+        let len = file.size().at(&path)?;
         let size = u32::try_from(len).map_err(|_| EngineError::Corrupt {
             path: path.clone(),
             position: len,
@@ -668,7 +668,7 @@ impl LogSegment {
         self.next_offset = Some(self.base_offset);
 
         let path = self.log_path();
-        let file_len = self.file.len().at(&path)?;
+        let file_len = self.file.size().at(&path)?;
         self.size = u32::try_from(file_len).unwrap_or(u32::MAX);
         let mut position: u32 = 0;
         let mut batches = 0u64;

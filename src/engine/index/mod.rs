@@ -50,7 +50,7 @@ impl IndexFile {
     /// `max_index_size` rounded down to whole entries, but never below the existing entries.
     fn open(path: &Path, entry_size: usize, max_index_size: usize) -> Result<IndexFile> {
         let file = file_system().open(path, OpenMode::Create).at(path)?;
-        let len = file.len().at(path)?;
+        let len = file.size().at(path)?;
         let len = usize::try_from(len).map_err(|_| EngineError::CorruptIndex {
             path: path.to_path_buf(),
             reason: format!("file length {len} does not fit in memory"),
