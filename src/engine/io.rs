@@ -244,6 +244,13 @@ impl FaultFs {
     /// Loses everything written under `dir` since each file's last fsync, as a power cut would.
     /// The engine must not be using `dir` (drop its `Log` first, without closing it).
     pub fn power_cut(&self, dir: &Path) -> io::Result<()> {
+        self.power_cut_torn(dir, 0)
+    }
+
+    /// [`Self::power_cut`] in the middle of a write: of what each file had beyond its fsynced
+    /// content, the first `kept_bytes` bytes reached the disk (a torn last write, when that
+    /// was one write appended to the fsynced content).
+    pub fn power_cut_torn(&self, dir: &Path, kept_bytes: usize) -> io::Result<()> {
         let mut state = self.lock();
         let dirty: Vec<PathBuf> = state
             .dirty
@@ -256,7 +263,13 @@ impl FaultFs {
             if !path.exists() {
                 continue;
             }
-            let content = state.durable.get(&path).cloned().unwrap_or_default();
+            let durable = state.durable.get(&path).cloned().unwrap_or_default();
+            let current = std::fs::read(&path)?;
+            let content = if current.starts_with(&durable) {
+                &current[..current.len().min(durable.len() + kept_bytes)]
+            } else {
+                &durable[..]
+            };
             std::fs::write(&path, content)?;
         }
         Ok(())

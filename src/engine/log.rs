@@ -1157,7 +1157,19 @@ impl LogInner {
         let old = self.active_segment();
         old.close_active()?;
         old.flush()?;
-        let segment = LogSegment::create(dir, new_base, params)?;
+        let segment = match LogSegment::create(dir, new_base, params) {
+            Ok(segment) => segment,
+            Err(e) => {
+                // The old segment stays the active one; the next append tries the roll again.
+                if let Err(again) = self.active_segment().make_active() {
+                    warn!(
+                        "{}: reactivating the segment after a failed roll: {again}",
+                        dir.display()
+                    );
+                }
+                return Err(e);
+            }
+        };
         self.segments.insert(new_base, segment);
         checkpoint::fsync_dir(dir)?;
         // Everything before the new segment is on disk now.
