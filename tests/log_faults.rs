@@ -199,3 +199,33 @@ fn a_failed_index_mapping_fails_the_roll_and_the_next_append_rolls() {
         assert_holds(&log, end + 5, name);
     }
 }
+
+#[test]
+fn delete_records_on_a_full_disk_deletes_the_segments_first() {
+    let fs = fault_fs();
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    for _ in 0..60 {
+        append(&log, 5).unwrap();
+    }
+    let segments = log.segments();
+    assert!(segments.len() >= 4, "{} segments", segments.len());
+    let cut = segments[3].base_offset;
+    // The checkpoint cannot be written the first time: no space.
+    fs.fail(Op::Write, dir.path(), libc::ENOSPC, 1, None);
+    assert_eq!(log.delete_records(cut).unwrap(), cut);
+    assert_eq!(log.log_start_offset(), cut);
+    for gone in &segments[..3] {
+        assert!(
+            !gone.log_path.exists(),
+            "{} not deleted",
+            gone.log_path.display()
+        );
+    }
+    assert_eq!(log.read(cut, 1 << 20).unwrap()[0].offset, cut);
+    append(&log, 5).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(log.log_start_offset(), cut);
+    assert_eq!(log.log_end_offset(), 305);
+}
