@@ -568,7 +568,30 @@ impl Log {
             inner.log_start_offset = offset;
             inner.generation += 1;
             inner.first_dirty_offset = inner.first_dirty_offset.max(offset);
-            inner.write_checkpoint(&self.dir)?;
+            match inner.write_checkpoint(&self.dir) {
+                Ok(()) => {}
+                Err(e) if is_no_space(&e) => {
+                    // A full disk: delete-records must still free space, or nothing through the
+                    // mount could. So the segments wholly below `offset` (and those retention
+                    // already set aside) are deleted now, then the checkpoint is written.
+                    //
+                    // Crash safety: a crash between the two leaves the old checkpoint, whose log
+                    // start offset is below the first remaining segment. The loader takes the
+                    // larger of the two, so the log starts at the first remaining segment: every
+                    // record at or after `offset` is there (only whole segments below it were
+                    // deleted), nothing deleted comes back, and the records of that segment
+                    // below `offset` are served again, as if this call had not happened; it had
+                    // not returned.
+                    let freed = inner.delete_segments_below(offset)?;
+                    warn!(
+                        "{}: {e}; deleted {freed} segment(s) below offset {offset} first to free \
+                         space",
+                        self.dir.display()
+                    );
+                    inner.write_checkpoint(&self.dir)?;
+                }
+                Err(e) => return Err(e),
+            }
             info!(
                 "{}: log start offset advanced to {offset}",
                 self.dir.display()
@@ -1082,6 +1105,28 @@ impl LogInner {
         checkpoint::fsync_dir(dir)
     }
 
+    /// Deletes now (not after `file.delete.delay.ms`) the closed segments wholly below
+    /// `offset` and every retired segment; readers of older generations that still wanted them
+    /// get `Gone`. Starts a generation. Returns how many segments' files were removed.
+    fn delete_segments_below(&mut self, offset: i64) -> Result<usize> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let doomed: Vec<i64> = bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= offset)
+            .map(|pair| pair[0])
+            .collect();
+        let mut count = self.delete_expired(i64::MAX)?;
+        for base in doomed {
+            if let Some(segment) = self.segments.remove(&base) {
+                self.introduced.remove(&base);
+                segment.delete()?;
+                count += 1;
+            }
+        }
+        self.generation += 1;
+        Ok(count)
+    }
+
     /// Removes the files of retired segments whose delay has passed.
     fn delete_expired(&mut self, now_ms: i64) -> Result<usize> {
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
@@ -1157,7 +1202,19 @@ impl LogInner {
         let old = self.active_segment();
         old.close_active()?;
         old.flush()?;
-        let segment = LogSegment::create(dir, new_base, params)?;
+        let segment = match LogSegment::create(dir, new_base, params) {
+            Ok(segment) => segment,
+            Err(e) => {
+                // The old segment stays the active one; the next append tries the roll again.
+                if let Err(again) = self.active_segment().make_active() {
+                    warn!(
+                        "{}: reactivating the segment after a failed roll: {again}",
+                        dir.display()
+                    );
+                }
+                return Err(e);
+            }
+        };
         self.segments.insert(new_base, segment);
         checkpoint::fsync_dir(dir)?;
         // Everything before the new segment is on disk now.
@@ -1204,6 +1261,12 @@ impl LogInner {
         }
         .write(dir)
     }
+}
+
+/// Whether `e` says the disk (or the user's quota) is full.
+fn is_no_space(e: &EngineError) -> bool {
+    matches!(e, EngineError::Io { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
 }
 
 fn fetched(batches: Vec<(BatchHeader, Vec<u8>)>) -> Vec<FetchedBatch> {

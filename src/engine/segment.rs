@@ -1,6 +1,6 @@
 //! One segment: a `.log` file of batches and its two indexes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use log::{info, warn};
 
 use super::error::IoResultExt;
 use super::index::{OffsetIndex, TimeIndex};
+use super::io::{file_system, FileHandle, OpenMode};
 use super::record::{self, BatchHeader, RecordError, BATCH_HEADER_SIZE, LOG_OVERHEAD};
 use super::{EngineError, Result};
 
@@ -86,7 +87,7 @@ pub struct LogSegment {
     /// Appended to every file name: "" for a live segment, or `.cleaned`, `.swap`, `.deleted`
     /// while the cleaner or retention moves it (Kafka's file suffixes).
     file_suffix: String,
-    file: File,
+    file: Box<dyn FileHandle>,
     /// Valid bytes in the `.log`; the file is never longer except transiently during a write.
     size: u32,
     params: SegmentParams,
@@ -119,13 +120,7 @@ impl LogSegment {
         file_suffix: &str,
     ) -> Result<LogSegment> {
         let path = suffixed(segment_file(dir, base_offset, LOG_SUFFIX), file_suffix);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .at(&path)?;
+        let file = file_system().open(&path, OpenMode::Truncate).at(&path)?;
         for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             remove_if_exists(&suffixed(
                 segment_file(dir, base_offset, suffix),
@@ -144,12 +139,8 @@ impl LogSegment {
     /// Opens an existing segment without reading it: its size is the `.log` file's length.
     pub fn open(dir: &Path, base_offset: i64, params: SegmentParams) -> Result<LogSegment> {
         let path = segment_file(dir, base_offset, LOG_SUFFIX);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        let len = file.metadata().at(&path)?.len();
+        let file = file_system().open(&path, OpenMode::Existing).at(&path)?;
+        let len = file.size().at(&path)?;
         let size = u32::try_from(len).map_err(|_| EngineError::Corrupt {
             path: path.clone(),
             position: len,
@@ -161,7 +152,7 @@ impl LogSegment {
     fn from_file(
         dir: &Path,
         base_offset: i64,
-        file: File,
+        file: Box<dyn FileHandle>,
         size: u32,
         params: SegmentParams,
     ) -> Self {
@@ -244,7 +235,7 @@ impl LogSegment {
     pub fn change_log_suffix(&mut self, new_suffix: &str) -> Result<()> {
         let old_log = self.log_path();
         let new_log = self.resuffixed(&old_log, new_suffix);
-        std::fs::rename(&old_log, &new_log).at(&old_log)?;
+        file_system().rename(&old_log, &new_log).at(&old_log)?;
         self.file_suffix = new_suffix.to_string();
         Ok(())
     }
@@ -397,7 +388,13 @@ impl LogSegment {
         self.open_indexes()?;
         self.load_max_timestamp()?;
         let path = self.log_path();
-        self.file.write_all_at(data, self.size as u64).at(&path)?;
+        if let Err(e) = self.file.write_all_at(data, self.size as u64) {
+            // A full disk or a failing device: whatever part of it was written is cut off
+            // (best effort; if that fails too, `size` still hides it and the next append
+            // overwrites it, and the next start truncates it).
+            let _ = self.file.set_len(self.size as u64);
+            return Err(EngineError::io(&path, e));
+        }
         let mut position = self.size;
         for header in batches {
             self.index_batch(header, position)?;
@@ -671,7 +668,7 @@ impl LogSegment {
         self.next_offset = Some(self.base_offset);
 
         let path = self.log_path();
-        let file_len = self.file.metadata().at(&path)?.len();
+        let file_len = self.file.size().at(&path)?;
         self.size = u32::try_from(file_len).unwrap_or(u32::MAX);
         let mut position: u32 = 0;
         let mut batches = 0u64;
@@ -894,7 +891,7 @@ impl LogSegment {
 
 /// Renames `from` to `to`; a missing `from` (an index never written) is not an error.
 fn rename_if_exists(from: &Path, to: &Path) -> Result<()> {
-    match std::fs::rename(from, to) {
+    match file_system().rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::io(from, e)),
@@ -986,7 +983,7 @@ impl BatchReader {
 }
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+    match file_system().remove(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::io(path, e)),

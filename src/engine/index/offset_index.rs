@@ -112,7 +112,7 @@ impl OffsetIndex {
         let mut bytes = [0u8; Self::ENTRY_SIZE];
         bytes[..4].copy_from_slice(&relative.to_be_bytes());
         bytes[4..].copy_from_slice(&position.to_be_bytes());
-        self.file.push(&bytes);
+        self.file.push(&bytes)?;
         debug_assert_eq!(
             self.entry(self.entries() - 1),
             OffsetPosition { offset, position }

@@ -104,7 +104,7 @@ impl TimeIndex {
         let mut bytes = [0u8; Self::ENTRY_SIZE];
         bytes[..8].copy_from_slice(&timestamp.to_be_bytes());
         bytes[8..].copy_from_slice(&relative.to_be_bytes());
-        self.file.push(&bytes);
+        self.file.push(&bytes)?;
         debug_assert_eq!(self.last_entry(), TimestampOffset { timestamp, offset });
         Ok(())
     }
