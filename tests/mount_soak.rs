@@ -28,6 +28,9 @@ const PARTITIONS: u32 = 2;
 const EVENT_WRITERS: usize = 2;
 const KV_WRITERS: usize = 2;
 const KEYS_PER_WRITER: usize = 40;
+/// Records written before the load may stop (see the wait after the run).
+const MIN_EVENTS_PER_PARTITION: i64 = 10_000;
+const MIN_KV_RECORDS: i64 = 1000;
 
 fn soak_secs() -> u64 {
     std::env::var("LMQFS_SOAK_SECS")
@@ -229,7 +232,15 @@ fn produce_consume_roll_retention_and_compaction_match_the_model() {
 
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(soak_secs()));
+    // However slow the machine, enough is written that retention and compaction have work:
+    // several times `retention.bytes` per partition, several values per key.
+    let enough = common::wait_until(Duration::from_secs(600), || {
+        (0..PARTITIONS).all(|p| {
+            stat_i64(&m.path(&format!("events/{p}")), "log_end_offset") >= MIN_EVENTS_PER_PARTITION
+        }) && stat_i64(&m.path("kv/0"), "log_end_offset") >= MIN_KV_RECORDS
+    });
     stop.store(true, Ordering::Relaxed);
+    assert!(enough, "the writers did not get far enough in 10 minutes");
     let mut acked: BTreeMap<String, (u32, u64)> = BTreeMap::new();
     for (p, id, h) in event_writers {
         let last = h.join().expect("event writer panicked");
