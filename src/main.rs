@@ -429,6 +429,10 @@ fn serve(
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let signals = block_termination_signals();
+    // Everything the daemon creates in the data directory (segments, indexes, metadata) is
+    // the mounting user's alone: files 0600, directories 0700, whatever the caller's umask.
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
     let (options, defaults) = parse_mount_options(raw_options)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let backend = match source {
