@@ -1260,7 +1260,21 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .at(&path)?;
+        .map_err(|e| match e.raw_os_error() {
+            // The first write to the data directory: say what it needs, not just the errno.
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => EngineError::io(
+                &path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: the data directory must be writable by this user; remount its \
+                         file system read-write, fix its permissions, or choose another \
+                         --data-dir"
+                    ),
+                ),
+            ),
+            _ => EngineError::io(&path, e),
+        })?;
     // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
