@@ -252,9 +252,9 @@ impl LogManager {
     ///
     /// Takes the directory's lock (`DataDirLocked` if another process holds it), finishes
     /// interrupted deletes, empties the scratch directory, opens every partition log of every
-    /// topic (creating partition directories an interrupted create or grow left out), warns about
-    /// partition directories whose metadata was lost (quarantining invalid metadata and
-    /// partitions that cannot be opened), and starts the flush thread.
+    /// topic (creating partition directories an interrupted create or grow left out), adopts
+    /// partition directories whose metadata was lost, quarantines topics with invalid metadata
+    /// and partitions that cannot be opened, and starts the flush thread.
     ///
     /// `defaults` is the config of every key a topic does not override; `default_partitions` the
     /// partition count of topics created without one.
