@@ -229,3 +229,43 @@ fn delete_records_on_a_full_disk_deletes_the_segments_first() {
     assert_eq!(log.log_start_offset(), cut);
     assert_eq!(log.log_end_offset(), 305);
 }
+
+#[test]
+fn no_room_for_an_index_page_fails_the_append_before_it_writes() {
+    let fs = fault_fs();
+    let dir = tempfile::tempdir().unwrap();
+    // An index entry per batch, and big indexes: a new index page is needed every 512 batches.
+    let config = LogConfig {
+        segment_bytes: 1 << 30,
+        index_interval_bytes: 1,
+        segment_index_bytes: 1 << 20,
+        segment_ms: i64::MAX,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    // The first append reserves the first page of each index.
+    append(&log, 1).unwrap();
+    fs.fail(Op::Map, dir.path(), libc::ENOSPC, 1, None);
+    let mut end = 1;
+    let failed = loop {
+        let len = active_log_len(&log);
+        match append(&log, 1) {
+            Ok(()) => end += 1,
+            Err(e) => break (e, len),
+        }
+        assert!(end < 5000, "no index page was ever reserved");
+    };
+    let (e, len) = failed;
+    assert_eq!(errno(&e), Some(libc::ENOSPC), "{e}");
+    assert!(
+        end > 1,
+        "the first append after the fault needed a new page"
+    );
+    assert_eq!(active_log_len(&log), len, "the failed append wrote data");
+    assert_holds(&log, end, "after the failed append");
+    append(&log, 1).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_holds(&log, end + 1, "reopened after a crash");
+    eprintln!("index page reservation failed after {end} appends");
+}

@@ -85,6 +85,7 @@ fn every_flushed_record_survives_a_power_cut_and_the_rest_is_a_valid_prefix() {
     let mut rng = StdRng::seed_from_u64(0x5eed_0001);
     let mut lost_total = 0i64;
     let mut rounds_with_loss = 0;
+    let mut cuts = 0;
     for round in 0..25 {
         let dir = tempfile::tempdir().unwrap();
         fs.watch(dir.path());
@@ -112,6 +113,7 @@ fn every_flushed_record_survives_a_power_cut_and_the_rest_is_a_valid_prefix() {
             }
             drop(log);
             fs.power_cut(dir.path()).unwrap();
+            cuts += 1;
             lost_total += appended - flushed;
             if appended > flushed {
                 rounds_with_loss += 1;
@@ -121,6 +123,10 @@ fn every_flushed_record_survives_a_power_cut_and_the_rest_is_a_valid_prefix() {
         assert!(log.log_end_offset() >= flushed);
         assert_valid_prefix(&log, log.log_end_offset(), &format!("round {round}, last"));
     }
+    eprintln!(
+        "power cuts: {cuts}, of which {rounds_with_loss} dropped unflushed records \
+         ({lost_total} records at risk in all); no flushed record lost"
+    );
     // The cuts really dropped data: otherwise this test proves nothing.
     assert!(
         rounds_with_loss > 50,
@@ -183,6 +189,7 @@ fn a_last_write_torn_at_every_byte_recovers_to_the_flushed_prefix() {
         drop(log);
         std::fs::remove_dir_all(&case).unwrap();
     }
+    eprintln!("torn writes: a {batch_bytes}-byte batch cut at each of its {} byte positions, every one recovered to the flushed prefix", batch_bytes + 1);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -188,54 +188,97 @@ fn an_active_segment_cut_short_under_the_marker_loses_only_the_cut_batch() {
     assert_serving_and_writable(&mut m);
 }
 
+/// Damage to the second segment (batches 4..8): which batch it breaks, and how.
+enum ClosedDamage {
+    /// A byte in the middle of batch 5's records: its CRC fails.
+    FlippedByte,
+    /// A byte of batch 5's length field: it no longer frames the batch.
+    FlippedLength,
+    /// The segment cut 50 bytes short: batch 7, its last, is cut.
+    CutShort,
+}
+
 #[test]
-fn a_flipped_byte_in_a_closed_segment_is_eio_at_that_position() {
-    let Some((mut m, dir)) = stopped_mount() else {
-        return;
-    };
-    // The middle of the second batch of the second segment: batch 5 of the log.
-    let second = &segments(&dir)[1];
-    let at = batch_position(second, 1) + 100;
-    flip_byte(second, at);
-    m.remount();
-    // Every record before the damaged batch, then EIO: never a silent gap.
-    assert_eq!(
-        read_until_error(&m.path("t/0/log")),
-        (lines(0, 5), Some(EIO))
-    );
-    assert_eq!(
-        read_until_error(&m.path("t/0/log.jsonl")).1,
-        Some(EIO),
-        "log.jsonl"
-    );
-    let head = sh(&m.mnt, "head -1 t/0/log");
-    assert!(head.status.success());
-    assert_eq!(String::from_utf8_lossy(&head.stdout), line(0, 0));
-    // Records of undamaged batches and segments are still served one by one and as views.
-    assert_eq!(read_string(&m.path("t/0/35")), line(3, 5).trim_end());
-    assert_eq!(read_string(&m.path("t/0/45")), line(4, 5).trim_end());
-    assert_eq!(read_string(&m.path("t/0/95")), line(9, 5).trim_end());
-    assert_eq!(
-        common::errno_of("cat t/0/55", fs::read(m.path("t/0/55"))),
-        EIO
-    );
-    // `from/<offset>` is a window on the same view, which ends at the damage.
-    assert_eq!(
-        read_until_error(&m.path("t/0/from/80")),
-        (String::new(), Some(EIO))
-    );
-    let log = m.daemon_log();
-    assert!(
-        log.contains(&format!("{}", second.display())) && log.contains("damaged"),
-        "the daemon log names the damaged file:\n{log}"
-    );
-    assert_serving_and_writable(&mut m);
-    let (ok, report) = dump_log_verify(second);
-    assert!(!ok, "dump-log --verify passes a damaged file:\n{report}");
-    assert!(
-        report.contains(&format!("position {}", at - 100)),
-        "dump-log names the position:\n{report}"
-    );
+fn damage_in_a_closed_segment_is_eio_at_its_position_after_every_record_before_it() {
+    for damage in [
+        ClosedDamage::FlippedByte,
+        ClosedDamage::FlippedLength,
+        ClosedDamage::CutShort,
+    ] {
+        let Some((mut m, dir)) = stopped_mount() else {
+            return;
+        };
+        let second = &segments(&dir)[1];
+        let (name, batch) = match damage {
+            ClosedDamage::FlippedByte => {
+                flip_byte(second, batch_position(second, 1) + 100);
+                ("flipped byte", 5)
+            }
+            ClosedDamage::FlippedLength => {
+                flip_byte(second, batch_position(second, 1) + 11);
+                ("flipped length byte", 5)
+            }
+            ClosedDamage::CutShort => {
+                cut_short(second, 50);
+                ("cut short", 7)
+            }
+        };
+        let damaged_at = batch_position(second, batch - 4);
+        m.remount();
+        // Every record before the damaged batch, then EIO: never a silent gap.
+        assert_eq!(
+            read_until_error(&m.path("t/0/log")),
+            (lines(0, batch), Some(EIO)),
+            "{name}"
+        );
+        assert_eq!(
+            read_until_error(&m.path("t/0/log.jsonl")).1,
+            Some(EIO),
+            "{name}: log.jsonl"
+        );
+        let head = sh(&m.mnt, "head -1 t/0/log");
+        assert!(head.status.success(), "{name}: head -1");
+        assert_eq!(String::from_utf8_lossy(&head.stdout), line(0, 0), "{name}");
+        // Records of undamaged batches and segments are still served one by one.
+        for ok in [35, 45, 85, 115] {
+            let (b, i) = (ok / 10, ok % 10);
+            assert_eq!(
+                read_string(&m.path(&format!("t/0/{ok}"))),
+                line(b, i).trim_end(),
+                "{name}: record {ok}"
+            );
+        }
+        let bad = batch * 10 + 5;
+        assert_eq!(
+            common::errno_of(
+                &format!("{name}: cat t/0/{bad}"),
+                fs::read(m.path(&format!("t/0/{bad}")))
+            ),
+            EIO
+        );
+        // `from/<offset>` is a window on the same view, which ends at the damage.
+        assert_eq!(
+            read_until_error(&m.path("t/0/from/80")),
+            (String::new(), Some(EIO)),
+            "{name}"
+        );
+        let log = m.daemon_log();
+        assert!(
+            log.contains(&format!("{}", second.display()))
+                && log.contains(&format!("damaged at position {damaged_at}")),
+            "{name}: the daemon log names the damaged file and position:\n{log}"
+        );
+        assert_serving_and_writable(&mut m);
+        let (ok, report) = dump_log_verify(second);
+        assert!(
+            !ok,
+            "{name}: dump-log --verify passes a damaged file:\n{report}"
+        );
+        assert!(
+            report.contains(&format!("position {damaged_at}")),
+            "{name}: dump-log names the position:\n{report}"
+        );
+    }
 }
 
 #[test]

@@ -252,8 +252,9 @@ impl LogManager {
     ///
     /// Takes the directory's lock (`DataDirLocked` if another process holds it), finishes
     /// interrupted deletes, empties the scratch directory, opens every partition log of every
-    /// topic (creating partition directories an interrupted create or grow left out), warns about
-    /// partition directories no topic claims, and starts the flush thread.
+    /// topic (creating partition directories an interrupted create or grow left out), adopts
+    /// partition directories whose metadata was lost, quarantines topics with invalid metadata
+    /// and partitions that cannot be opened, and starts the flush thread.
     ///
     /// `defaults` is the config of every key a topic does not override; `default_partitions` the
     /// partition count of topics created without one.
@@ -1260,7 +1261,21 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .at(&path)?;
+        .map_err(|e| match e.raw_os_error() {
+            // The first write to the data directory: say what it needs, not just the errno.
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => EngineError::io(
+                &path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: the data directory must be writable by this user; remount its \
+                         file system read-write, fix its permissions, or choose another \
+                         --data-dir"
+                    ),
+                ),
+            ),
+            _ => EngineError::io(&path, e),
+        })?;
     // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {

@@ -387,6 +387,10 @@ impl LogSegment {
         }
         self.open_indexes()?;
         self.load_max_timestamp()?;
+        // At most one entry per batch in each index: their blocks are reserved before the
+        // data is written, so indexing cannot fail half-way through an append.
+        self.offset_index_mut()?.reserve(batches.len())?;
+        self.time_index_mut()?.reserve(batches.len())?;
         let path = self.log_path();
         if let Err(e) = self.file.write_all_at(data, self.size as u64) {
             // A full disk or a failing device: whatever part of it was written is cut off

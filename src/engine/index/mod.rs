@@ -107,6 +107,24 @@ impl IndexFile {
         &self.mmap[n * self.entry_size..(n + 1) * self.entry_size]
     }
 
+    /// Reserves disk blocks for the next `count` entries (as many as fit), so the pushes of
+    /// an append cannot fail after its data was written: a full disk fails the append before
+    /// it writes anything.
+    fn reserve(&mut self, count: usize) -> Result<()> {
+        let end = ((self.entries + count) * self.entry_size).min(self.mmap.len());
+        if end <= self.reserved {
+            return Ok(());
+        }
+        let from = self.reserved - self.reserved % RESERVE_BYTES;
+        let to = end.div_ceil(RESERVE_BYTES) * RESERVE_BYTES;
+        let to = to.min(self.mmap.len());
+        self.file
+            .allocate(from as u64, (to - from) as u64)
+            .at(&self.path)?;
+        self.reserved = to;
+        Ok(())
+    }
+
     /// Writes `bytes` as the next entry. The caller has checked that the index is not full.
     ///
     /// The preallocated part of the file is sparse: the first write into one of its pages

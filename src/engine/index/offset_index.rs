@@ -67,6 +67,11 @@ impl OffsetIndex {
     pub fn max_entries(&self) -> usize {
         self.file.max_entries()
     }
+    /// Reserves disk blocks for the next `count` entries (see `IndexFile::reserve`).
+    pub fn reserve(&mut self, count: usize) -> Result<()> {
+        self.file.reserve(count)
+    }
+
     pub fn is_full(&self) -> bool {
         self.entries() >= self.max_entries()
     }
