@@ -389,8 +389,8 @@ impl Log {
         let Some(batch) = batches.first() else {
             return Ok(None);
         };
-        let decoded = record::decode_batch(&batch.bytes)?;
-        Ok(decoded.records.into_iter().find(|r| r.offset == offset))
+        // Only the one record is decoded, however large its batch.
+        Ok(record::find_record(&batch.bytes, offset)?)
     }
 
     pub fn log_start_offset(&self) -> i64 {
