@@ -285,7 +285,45 @@ impl Log {
         let now = now_ms();
         let mut encoded = Vec::new();
         encode_within_limit(records, &config, now, &mut encoded)?;
+        self.append_encoded(encoded, records.len(), now, |keys, first_offset| {
+            for (i, r) in records.iter().enumerate() {
+                keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
+            }
+        })
+    }
 
+    /// [`Self::append`] of plain values (no key, no headers, the append time as timestamp),
+    /// encoded straight from the slices: what `append` of `NewRecord::value` of each does,
+    /// without a record per value.
+    pub fn append_values(&self, values: &[&[u8]]) -> Result<AppendInfo> {
+        if values.is_empty() {
+            return Err(EngineError::InvalidArgument("append of no records".into()));
+        }
+        let config = self.config();
+        if config.cleanup_policy.compact {
+            return Err(EngineError::InvalidArgument(format!(
+                "record 0 has no key, and cleanup.policy={} needs one \
+                 (write to keys/<key>, or give \"key\" in append.jsonl)",
+                config.cleanup_policy.name()
+            )));
+        }
+        let now = now_ms();
+        let mut encoded = Vec::new();
+        encode_values_within_limit(values, &config, now, &mut encoded)?;
+        self.append_encoded(encoded, values.len(), now, |keys, first_offset| {
+            keys.advance_to(first_offset + values.len() as i64);
+        })
+    }
+
+    /// Appends encoded batches (base offsets still to be set) holding `record_count` records
+    /// in one write, under the lock; `index_keys` brings a loaded key index up to date.
+    fn append_encoded(
+        &self,
+        mut encoded: Vec<Vec<u8>>,
+        record_count: usize,
+        now: i64,
+        index_keys: impl FnOnce(&mut KeyIndex, i64),
+    ) -> Result<AppendInfo> {
         let total_bytes: usize = encoded.iter().map(Vec::len).sum();
         let mut headers = encoded
             .iter()
@@ -295,28 +333,30 @@ impl Log {
 
         let mut inner = self.lock_open()?;
         let incoming = Incoming {
-            records: records.len() as u64,
+            records: record_count as u64,
             bytes: total_bytes,
             max_timestamp,
         };
         inner.maybe_roll(&self.dir, incoming, now)?;
         let first_offset = inner.log_end_offset;
-        let mut data = Vec::with_capacity(total_bytes);
         let mut next = first_offset;
         for (batch, header) in encoded.iter_mut().zip(&mut headers) {
             record::batch::set_base_offset(batch, next);
             header.base_offset = next;
             next = header.next_offset();
-            data.extend_from_slice(batch);
         }
+        // One write: the batch itself when there is one, else their concatenation.
+        let data = if encoded.len() == 1 {
+            encoded.pop().expect("one batch")
+        } else {
+            encoded.concat()
+        };
         inner.active_segment().append(&data, &headers)?;
         inner.log_end_offset = next;
         if let Some(keys) = inner.keys.as_mut() {
-            for (i, r) in records.iter().enumerate() {
-                keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
-            }
+            index_keys(keys, first_offset);
         }
-        inner.unflushed_messages += records.len() as u64;
+        inner.unflushed_messages += record_count as u64;
         inner.first_unflushed_ms.get_or_insert(now);
         if inner
             .config
@@ -1176,6 +1216,36 @@ fn apply_batches(keys: &mut KeyIndex, batches: &[FetchedBatch]) -> Result<bool> 
 /// Locks `m`, going on after a panic elsewhere (what it guards is `()` or rebuilt state).
 fn lock_unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`encode_within_limit`] for [`Log::append_values`].
+fn encode_values_within_limit(
+    values: &[&[u8]],
+    config: &LogConfig,
+    now: i64,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let batch = record::encode_value_batch(
+        0,
+        values,
+        config.compression_type,
+        config.message_timestamp_type,
+        now,
+    )?;
+    let limit = config.max_message_bytes as usize;
+    if batch.len() <= limit {
+        out.push(batch);
+        return Ok(());
+    }
+    if values.len() == 1 {
+        return Err(EngineError::RecordTooLarge {
+            size: batch.len(),
+            max_message_bytes: limit,
+        });
+    }
+    let (left, right) = values.split_at(values.len() / 2);
+    encode_values_within_limit(left, config, now, out)?;
+    encode_values_within_limit(right, config, now, out)
 }
 
 /// Encodes `records` into as few batches as fit `max.message.bytes`, by halving.

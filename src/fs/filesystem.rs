@@ -1151,12 +1151,20 @@ impl LmqFs {
                         .into());
                     }
                 }
-                if !split.records.is_empty() {
-                    if let Err(e) = self.append_records(partition, &**log, &split.records) {
+                if !split.is_empty() {
+                    let appended = match format {
+                        AppendFormat::Lines => {
+                            self.append_values(partition, &**log, &split.values())
+                        }
+                        AppendFormat::Jsonl => {
+                            self.append_records(partition, &**log, &split.records)
+                        }
+                    };
+                    if let Err(e) = appended {
                         pending.clear();
                         return Err(e.into());
                     }
-                    debug!("{partition}: appended {} records", split.records.len());
+                    debug!("{partition}: appended {} records", split.len());
                 }
                 pending.commit(data, &split);
                 Ok(written)

@@ -86,6 +86,13 @@ pub trait Partition: Send + Sync {
     /// Produce: appends `records` atomically, readable by every reader when this returns.
     fn append(&self, records: &[NewRecord]) -> Result<AppendInfo>;
 
+    /// [`Self::append`] of plain values (no key, headers or timestamp), as lines of `append`
+    /// are. Storage that can encode them without a [`NewRecord`] each overrides this.
+    fn append_values(&self, values: &[&[u8]]) -> Result<AppendInfo> {
+        let records: Vec<NewRecord> = values.iter().map(|v| NewRecord::value(*v)).collect();
+        self.append(&records)
+    }
+
     /// Fetch: whole batches from the one holding `offset`, up to about `max_bytes` (at least
     /// one batch when any exists), as the log was at view generation `generation`.
     fn fetch(&self, generation: u64, offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>>;

@@ -234,6 +234,92 @@ pub fn encode_batch(
     Ok(out)
 }
 
+/// Encodes plain values (no key, no headers, timestamp `now_ms`) as one v2 batch starting at
+/// `base_offset`: the bytes [`encode_batch`] writes for `NewRecord::value` of each, without a
+/// `NewRecord` per value. Errors only when `values` is empty or compression fails.
+pub fn encode_value_batch(
+    base_offset: i64,
+    values: &[&[u8]],
+    compression: Compression,
+    timestamp_type: TimestampType,
+    now_ms: i64,
+) -> Result<Vec<u8>, RecordError> {
+    if values.is_empty() {
+        return Err(RecordError::Empty);
+    }
+    let last_index = values.len() - 1;
+    let last_offset_delta =
+        i32::try_from(last_index).map_err(|_| RecordError::MalformedRecord {
+            index: last_index,
+            reason: format!("{} records do not fit one batch", values.len()),
+        })?;
+    let records_bytes: usize = values.iter().map(|v| v.len() + 16).sum();
+    let mut raw = Vec::with_capacity(BATCH_HEADER_SIZE + records_bytes);
+    if compression == Compression::None {
+        raw.resize(BATCH_HEADER_SIZE, 0);
+    }
+    for (index, value) in values.iter().enumerate() {
+        let value_len = i32::try_from(value.len()).map_err(|_| RecordError::MalformedRecord {
+            index,
+            reason: format!(
+                "value of {} bytes exceeds the format's 2 GiB limit",
+                value.len()
+            ),
+        })?;
+        let offset_delta = index as i32;
+        // attributes, timestamp delta 0, offset delta, null key, value, no headers.
+        let body_size = 1
+            + 1
+            + varint::varint_size(offset_delta)
+            + 1
+            + varint::varint_size(value_len)
+            + value.len()
+            + 1;
+        let body_len = i32::try_from(body_size).map_err(|_| RecordError::MalformedRecord {
+            index,
+            reason: format!("record of {body_size} bytes exceeds the format's 2 GiB limit"),
+        })?;
+        varint::write_varint(&mut raw, body_len);
+        raw.extend_from_slice(&[0, 0]);
+        varint::write_varint(&mut raw, offset_delta);
+        varint::write_varint(&mut raw, -1);
+        varint::write_varint(&mut raw, value_len);
+        raw.extend_from_slice(value);
+        raw.push(0);
+    }
+    let mut out = if compression == Compression::None {
+        raw
+    } else {
+        let compressed = compression::compress(compression, &raw)?;
+        let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + compressed.len());
+        out.resize(BATCH_HEADER_SIZE, 0);
+        out.extend_from_slice(&compressed);
+        out
+    };
+    let batch_length = batch_length(&out, last_index)?;
+    let mut attributes = compression as i16;
+    if timestamp_type == TimestampType::LogAppendTime {
+        attributes |= TIMESTAMP_TYPE_MASK;
+    }
+    let header = BatchHeader {
+        base_offset,
+        batch_length,
+        partition_leader_epoch: 0,
+        magic: MAGIC_V2,
+        crc: 0,
+        attributes,
+        last_offset_delta,
+        base_timestamp: now_ms,
+        max_timestamp: now_ms,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        base_sequence: NO_SEQUENCE,
+        records_count: last_offset_delta + 1,
+    };
+    seal(&header, &mut out);
+    Ok(out)
+}
+
 /// Re-encodes the `records` kept from the batch `original` (a non-empty subset of its records,
 /// in offset order), as Kafka's cleaner does: same base offset, codec (the records are
 /// recompressed), timestamp type, producer fields and leader epoch; each record keeps its offset,
@@ -953,6 +1039,31 @@ mod tests {
 
     fn be_i64(buf: &[u8], at: usize) -> i64 {
         i64::from_be_bytes(buf[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn value_batches_are_the_bytes_of_value_records() {
+        let values: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![], vec![b'x'; 300], b"last".to_vec()];
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let records: Vec<NewRecord> = values.iter().cloned().map(NewRecord::value).collect();
+        for codec in Compression::ALL {
+            for ts_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+                let fast = encode_value_batch(7, &refs, codec, ts_type, NOW).unwrap();
+                let slow = encode_batch(7, &records, codec, ts_type, NOW).unwrap();
+                if codec == Compression::None || codec == Compression::Lz4 {
+                    assert_eq!(fast, slow, "{codec:?} {ts_type:?}");
+                }
+                assert_eq!(
+                    decode_batch(&fast).unwrap(),
+                    decode_batch(&slow).unwrap(),
+                    "{codec:?} {ts_type:?}"
+                );
+            }
+        }
+        assert_eq!(
+            encode_value_batch(0, &[], Compression::None, TimestampType::CreateTime, NOW),
+            Err(RecordError::Empty)
+        );
     }
 
     #[test]
