@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, info, warn};
 
@@ -125,7 +125,20 @@ pub struct Log {
     closed_flag: AtomicBool,
     /// Nothing is called with it held that takes another log's lock.
     inner: Mutex<LogInner>,
+    /// Names this log (this opening of it) in [`RECORD_BATCH`].
+    id: u64,
 }
+
+/// The batch the last [`Log::read_record`] of any log found its record in (CRC verified when
+/// read), with the log and the view generation it was read in: `cat <offset>` asks for the
+/// same record at lookup, stat and open, and nearby offsets share batches. A batch's bytes
+/// never change within a generation (every removal or replacement of records starts a new
+/// one), so a hit of the current generation is what a read of the segment would return. One
+/// batch for the whole process, so memory stays bounded by partition count. A leaf lock.
+static RECORD_BATCH: Mutex<Option<(u64, u64, Arc<FetchedBatch>)>> = Mutex::new(None);
+
+/// The next [`Log::id`].
+static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct LogInner {
     config: LogConfig,
@@ -203,6 +216,7 @@ impl Log {
             dir: dir.to_path_buf(),
             cleanup: Mutex::new(()),
             keys_build: Mutex::new(()),
+            id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
             closed_flag: AtomicBool::new(false),
             inner: Mutex::new(LogInner {
                 config,
@@ -414,9 +428,13 @@ impl Log {
     /// The record at `offset`: `OffsetOutOfRange` outside [log start, log end), `Ok(None)` for
     /// an offset inside the range that no record has (removed by compaction).
     pub fn read_record(&self, offset: i64) -> Result<Option<Record>> {
-        let (log_start_offset, log_end_offset) = {
+        let (log_start_offset, log_end_offset, generation) = {
             let inner = self.lock();
-            (inner.log_start_offset, inner.log_end_offset)
+            (
+                inner.log_start_offset,
+                inner.log_end_offset,
+                inner.generation,
+            )
         };
         if offset < log_start_offset || offset >= log_end_offset {
             return Err(EngineError::OffsetOutOfRange {
@@ -425,12 +443,31 @@ impl Log {
                 log_end_offset,
             });
         }
-        let batches = self.read_batches(offset, 1)?;
-        let Some(batch) = batches.first() else {
-            return Ok(None);
+        let cached = lock_unpoisoned(&RECORD_BATCH)
+            .as_ref()
+            .filter(|(id, g, b)| {
+                *id == self.id
+                    && *g == generation
+                    && b.header.base_offset <= offset
+                    && offset <= b.header.last_offset()
+            })
+            .map(|(_, _, b)| Arc::clone(b));
+        let batch = match cached {
+            Some(batch) => batch,
+            None => {
+                let Some(batch) = self.read_batches(offset, 1)?.into_iter().next() else {
+                    return Ok(None);
+                };
+                let batch = Arc::new(batch);
+                *lock_unpoisoned(&RECORD_BATCH) = Some((self.id, generation, Arc::clone(&batch)));
+                batch
+            }
         };
         // Only the one record is decoded, however large its batch.
-        Ok(record::find_record(&batch.bytes, offset)?)
+        Ok(record::batch::find_record_in_verified(
+            &batch.bytes,
+            offset,
+        )?)
     }
 
     pub fn log_start_offset(&self) -> i64 {
