@@ -13,9 +13,9 @@
 //!   while another process's `stat` grows the size copies the zeros as data. Invalidating
 //!   the page (our notifier, or the kernel's own invalidation on a size change) cannot take
 //!   back a page a reader already holds. `tests/mount_concurrency.rs` provokes exactly this
-//!   (both its tests fail within seconds with `FOPEN_KEEP_CACHE`). An exact cached design has
-//!   to fill that page with the real bytes (`FUSE_NOTIFY_STORE`) before any reply reports a
-//!   size past it.
+//!   (with `FOPEN_KEEP_CACHE` both its tests see zero bytes, the first in about half of its
+//!   runs). An exact cached design has to fill that page with the real bytes
+//!   (`FUSE_NOTIFY_STORE`) before any reply reports a size past it.
 //! - File attributes and entries have a zero TTL ([`FILE_TTL`]): every `stat`, every lookup
 //!   of `log` (which resolves to the current generation) and every read past the kernel's
 //!   cached size ask us, which is how `tail -f` sees growth and how a new open sees the
