@@ -726,3 +726,18 @@ crate::on_both_backends!(
     time_lookup_accepts_milliseconds_and_rfc3339,
     log_size_is_exact_and_an_open_reader_sees_growth,
 );
+
+/// Views and append files ask for 1 MiB I/O (`st_blksize`), so `cat` moves 1 MiB per call;
+/// small files keep the page size.
+#[test]
+fn bulk_files_advertise_one_mebibyte_blocks() {
+    let Some(m) = Mount::new() else { return };
+    m.create_topic("b", 1);
+    for name in ["append", "append.jsonl", "log", "log.jsonl", "from/0"] {
+        let blksize = fs::metadata(m.path(&format!("b/0/{name}")))
+            .unwrap()
+            .blksize();
+        assert_eq!(blksize, 1 << 20, "{name}");
+    }
+    assert_eq!(fs::metadata(m.path("b/0/stats")).unwrap().blksize(), 4096);
+}

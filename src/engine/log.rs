@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, info, warn};
 
@@ -127,7 +127,20 @@ pub struct Log {
     inner: Mutex<LogInner>,
     /// Why the directory could not be opened, for a quarantined log (see [`Log::unavailable`]).
     unavailable: Option<String>,
+    /// Names this log (this opening of it) in [`RECORD_BATCH`].
+    id: u64,
 }
+
+/// The batch the last [`Log::read_record`] of any log found its record in (CRC verified when
+/// read), with the log and the view generation it was read in: `cat <offset>` asks for the
+/// same record at lookup, stat and open, and nearby offsets share batches. A batch's bytes
+/// never change within a generation (every removal or replacement of records starts a new
+/// one), so a hit of the current generation is what a read of the segment would return. One
+/// batch for the whole process, so memory stays bounded by partition count. A leaf lock.
+static RECORD_BATCH: Mutex<Option<(u64, u64, Arc<FetchedBatch>)>> = Mutex::new(None);
+
+/// The next [`Log::id`].
+static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct LogInner {
     config: LogConfig,
@@ -205,6 +218,7 @@ impl Log {
             dir: dir.to_path_buf(),
             cleanup: Mutex::new(()),
             keys_build: Mutex::new(()),
+            id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
             closed_flag: AtomicBool::new(false),
             inner: Mutex::new(LogInner {
                 config,
@@ -239,6 +253,7 @@ impl Log {
             dir: dir.to_path_buf(),
             cleanup: Mutex::new(()),
             keys_build: Mutex::new(()),
+            id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
             closed_flag: AtomicBool::new(true),
             inner: Mutex::new(LogInner {
                 config,
@@ -338,7 +353,45 @@ impl Log {
         let now = now_ms();
         let mut encoded = Vec::new();
         encode_within_limit(records, &config, now, &mut encoded)?;
+        self.append_encoded(encoded, records.len(), now, |keys, first_offset| {
+            for (i, r) in records.iter().enumerate() {
+                keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
+            }
+        })
+    }
 
+    /// [`Self::append`] of plain values (no key, no headers, the append time as timestamp),
+    /// encoded straight from the slices: what `append` of `NewRecord::value` of each does,
+    /// without a record per value.
+    pub fn append_values(&self, values: &[&[u8]]) -> Result<AppendInfo> {
+        if values.is_empty() {
+            return Err(EngineError::InvalidArgument("append of no records".into()));
+        }
+        let config = self.config();
+        if config.cleanup_policy.compact {
+            return Err(EngineError::InvalidArgument(format!(
+                "record 0 has no key, and cleanup.policy={} needs one \
+                 (write to keys/<key>, or give \"key\" in append.jsonl)",
+                config.cleanup_policy.name()
+            )));
+        }
+        let now = now_ms();
+        let mut encoded = Vec::new();
+        encode_values_within_limit(values, &config, now, &mut encoded)?;
+        self.append_encoded(encoded, values.len(), now, |keys, first_offset| {
+            keys.advance_to(first_offset + values.len() as i64);
+        })
+    }
+
+    /// Appends encoded batches (base offsets still to be set) holding `record_count` records
+    /// in one write, under the lock; `index_keys` brings a loaded key index up to date.
+    fn append_encoded(
+        &self,
+        mut encoded: Vec<Vec<u8>>,
+        record_count: usize,
+        now: i64,
+        index_keys: impl FnOnce(&mut KeyIndex, i64),
+    ) -> Result<AppendInfo> {
         let total_bytes: usize = encoded.iter().map(Vec::len).sum();
         let mut headers = encoded
             .iter()
@@ -348,28 +401,30 @@ impl Log {
 
         let mut inner = self.lock_open()?;
         let incoming = Incoming {
-            records: records.len() as u64,
+            records: record_count as u64,
             bytes: total_bytes,
             max_timestamp,
         };
         inner.maybe_roll(&self.dir, incoming, now)?;
         let first_offset = inner.log_end_offset;
-        let mut data = Vec::with_capacity(total_bytes);
         let mut next = first_offset;
         for (batch, header) in encoded.iter_mut().zip(&mut headers) {
             record::batch::set_base_offset(batch, next);
             header.base_offset = next;
             next = header.next_offset();
-            data.extend_from_slice(batch);
         }
+        // One write: the batch itself when there is one, else their concatenation.
+        let data = if encoded.len() == 1 {
+            encoded.pop().expect("one batch")
+        } else {
+            encoded.concat()
+        };
         inner.active_segment().append(&data, &headers)?;
         inner.log_end_offset = next;
         if let Some(keys) = inner.keys.as_mut() {
-            for (i, r) in records.iter().enumerate() {
-                keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
-            }
+            index_keys(keys, first_offset);
         }
-        inner.unflushed_messages += records.len() as u64;
+        inner.unflushed_messages += record_count as u64;
         inner.first_unflushed_ms.get_or_insert(now);
         if inner
             .config
@@ -430,9 +485,13 @@ impl Log {
     /// The record at `offset`: `OffsetOutOfRange` outside [log start, log end), `Ok(None)` for
     /// an offset inside the range that no record has (removed by compaction).
     pub fn read_record(&self, offset: i64) -> Result<Option<Record>> {
-        let (log_start_offset, log_end_offset) = {
+        let (log_start_offset, log_end_offset, generation) = {
             let inner = self.lock();
-            (inner.log_start_offset, inner.log_end_offset)
+            (
+                inner.log_start_offset,
+                inner.log_end_offset,
+                inner.generation,
+            )
         };
         if offset < log_start_offset || offset >= log_end_offset {
             return Err(EngineError::OffsetOutOfRange {
@@ -441,12 +500,31 @@ impl Log {
                 log_end_offset,
             });
         }
-        let batches = self.read_batches(offset, 1)?;
-        let Some(batch) = batches.first() else {
-            return Ok(None);
+        let cached = lock_unpoisoned(&RECORD_BATCH)
+            .as_ref()
+            .filter(|(id, g, b)| {
+                *id == self.id
+                    && *g == generation
+                    && b.header.base_offset <= offset
+                    && offset <= b.header.last_offset()
+            })
+            .map(|(_, _, b)| Arc::clone(b));
+        let batch = match cached {
+            Some(batch) => batch,
+            None => {
+                let Some(batch) = self.read_batches(offset, 1)?.into_iter().next() else {
+                    return Ok(None);
+                };
+                let batch = Arc::new(batch);
+                *lock_unpoisoned(&RECORD_BATCH) = Some((self.id, generation, Arc::clone(&batch)));
+                batch
+            }
         };
-        let decoded = record::decode_batch(&batch.bytes)?;
-        Ok(decoded.records.into_iter().find(|r| r.offset == offset))
+        // Only the one record is decoded, however large its batch.
+        Ok(record::batch::find_record_in_verified(
+            &batch.bytes,
+            offset,
+        )?)
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -1298,6 +1376,36 @@ fn apply_batches(keys: &mut KeyIndex, batches: &[FetchedBatch]) -> Result<bool> 
 /// Locks `m`, going on after a panic elsewhere (what it guards is `()` or rebuilt state).
 fn lock_unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`encode_within_limit`] for [`Log::append_values`].
+fn encode_values_within_limit(
+    values: &[&[u8]],
+    config: &LogConfig,
+    now: i64,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let batch = record::encode_value_batch(
+        0,
+        values,
+        config.compression_type,
+        config.message_timestamp_type,
+        now,
+    )?;
+    let limit = config.max_message_bytes as usize;
+    if batch.len() <= limit {
+        out.push(batch);
+        return Ok(());
+    }
+    if values.len() == 1 {
+        return Err(EngineError::RecordTooLarge {
+            size: batch.len(),
+            max_message_bytes: limit,
+        });
+    }
+    let (left, right) = values.split_at(values.len() / 2);
+    encode_values_within_limit(left, config, now, out)?;
+    encode_values_within_limit(right, config, now, out)
 }
 
 /// Encodes `records` into as few batches as fit `max.message.bytes`, by halving.

@@ -43,14 +43,17 @@ impl PendingLine {
     /// Splits one write into the records of its complete lines (joined with the pending tail)
     /// and the new tail. `RecordTooLarge` when the new tail would be longer than
     /// `max_line_bytes` (the topic's `max.message.bytes`). Nothing changes on error; the caller
-    /// commits with [`Self::commit`] once the records are appended.
-    pub fn split(
+    /// commits with [`Self::commit`] once the records are appended. Lines of
+    /// [`AppendFormat::Lines`] stay slices of `data` (only a line joined with the pending tail is
+    /// copied).
+    pub fn split<'d>(
         &self,
-        data: &[u8],
+        data: &'d [u8],
         format: AppendFormat,
         max_line_bytes: usize,
-    ) -> FsResult<Split> {
-        let tail_bytes = match data.iter().rposition(|b| *b == b'\n') {
+    ) -> FsResult<Split<'d>> {
+        let last_newline = memchr::memrchr(b'\n', data);
+        let tail_bytes = match last_newline {
             Some(last_newline) => data.len() - last_newline - 1,
             None => self.bytes.len() + data.len(),
         };
@@ -61,34 +64,37 @@ impl PendingLine {
             }
             .into());
         }
-        let Some(last_newline) = data.iter().rposition(|b| *b == b'\n') else {
-            return Ok(Split {
-                records: Vec::new(),
-                tail_start: 0,
-            });
+        let mut split = Split {
+            joined: None,
+            values: Vec::new(),
+            records: Vec::new(),
+            tail_start: 0,
         };
-        let mut records = Vec::new();
+        let Some(last_newline) = last_newline else {
+            return Ok(split);
+        };
+        let complete = &data[..=last_newline];
         let mut start = 0;
-        let newlines = data[..=last_newline].iter().enumerate();
-        for (i, _) in newlines.filter(|(_, b)| **b == b'\n') {
+        for i in memchr::memchr_iter(b'\n', complete) {
             let piece = &data[start..i];
-            let line = if start == 0 && !self.bytes.is_empty() {
-                let mut joined = Vec::with_capacity(self.bytes.len() + piece.len());
-                joined.extend_from_slice(&self.bytes);
-                joined.extend_from_slice(piece);
-                joined
-            } else {
-                piece.to_vec()
-            };
-            if let Some(record) = line_to_record(line, format)? {
-                records.push(record);
+            let joined =
+                (start == 0 && !self.bytes.is_empty()).then(|| [&self.bytes, piece].concat());
+            match format {
+                AppendFormat::Lines => match joined {
+                    Some(line) => split.joined = Some(line),
+                    None => split.values.push(piece),
+                },
+                AppendFormat::Jsonl => {
+                    let line = joined.unwrap_or_else(|| piece.to_vec());
+                    if let Some(record) = line_to_record(line, format)? {
+                        split.records.push(record);
+                    }
+                }
             }
             start = i + 1;
         }
-        Ok(Split {
-            records,
-            tail_start: last_newline + 1,
-        })
+        split.tail_start = last_newline + 1;
+        Ok(split)
     }
 
     /// Makes the tail of `data` (from `split.tail_start`) the pending line.
@@ -112,9 +118,34 @@ impl PendingLine {
 
 /// The records of one write and where its unterminated tail starts.
 #[derive(Debug)]
-pub struct Split {
+pub struct Split<'d> {
+    /// [`AppendFormat::Lines`]: the first line, when it continues the pending tail.
+    joined: Option<Vec<u8>>,
+    /// [`AppendFormat::Lines`]: the other complete lines, in order.
+    values: Vec<&'d [u8]>,
+    /// [`AppendFormat::Jsonl`]: the parsed records.
     pub records: Vec<NewRecord>,
     pub tail_start: usize,
+}
+
+impl<'d> Split<'d> {
+    /// The values of the complete lines of [`AppendFormat::Lines`], in order.
+    pub fn values(&self) -> Vec<&[u8]> {
+        self.joined
+            .as_deref()
+            .into_iter()
+            .chain(self.values.iter().copied())
+            .collect()
+    }
+
+    /// How many records the write holds.
+    pub fn len(&self) -> usize {
+        usize::from(self.joined.is_some()) + self.values.len() + self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn line_to_record(line: Vec<u8>, format: AppendFormat) -> FsResult<Option<NewRecord>> {
@@ -139,9 +170,9 @@ mod tests {
 
     fn values(split: &Split) -> Vec<String> {
         split
-            .records
-            .iter()
-            .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+            .values()
+            .into_iter()
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
             .collect()
     }
 
@@ -168,7 +199,7 @@ mod tests {
         let mut p = PendingLine::default();
         for piece in [&b"he"[..], b"ll", b"o"] {
             let s = p.split(piece, AppendFormat::Lines, LIMIT).unwrap();
-            assert!(s.records.is_empty());
+            assert!(s.is_empty());
             p.commit(piece, &s);
         }
         let s = p.split(b"\r\n", AppendFormat::Lines, LIMIT).unwrap();
@@ -215,6 +246,6 @@ mod tests {
         assert!(p.split(b"y", AppendFormat::Lines, 16).is_err());
         // A newline in the same write ends the pending line; its length counts there.
         let s = p.split(b"\n", AppendFormat::Lines, 16).unwrap();
-        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.len(), 1);
     }
 }

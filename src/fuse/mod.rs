@@ -144,7 +144,7 @@ impl FuseAdapter {
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
-            blksize: 4096,
+            blksize: attr.blksize,
             flags: 0,
         }
     }

@@ -129,6 +129,10 @@ impl Partition for EmbeddedPartition {
         self.log.append(records)
     }
 
+    fn append_values(&self, values: &[&[u8]]) -> Result<AppendInfo> {
+        self.log.append_values(values)
+    }
+
     fn fetch(&self, generation: u64, offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
         self.log.read_batches_at(generation, offset, max_bytes)
     }
