@@ -154,9 +154,11 @@ pub enum Op {
 /// registered with [`FaultFs::watch`] only.
 ///
 /// Power-cut model: each file's content as of its last fsync is kept; [`FaultFs::power_cut`]
-/// puts every watched file back to it (a file never fsynced becomes empty), after which the
-/// directory is as a machine would find it after losing power. Index files are mapped and not
-/// modelled (they keep everything; recovery rebuilds them from the recovery point on).
+/// puts every watched file back to it (a file never fsynced becomes empty), and undoes the
+/// creations, renames and removals not followed by an fsync of their directory, after which
+/// the directory is as a machine would find it after losing power. Writes through an index's
+/// mapping are not seen: an index keeps what it had at its last resize or fsync of its
+/// directory entry (usually nothing), which recovery and the index checks must cope with.
 #[derive(Debug, Default)]
 pub struct FaultFs {
     state: Arc<Mutex<FaultState>>,
@@ -172,6 +174,29 @@ struct FaultState {
     durable: HashMap<PathBuf, Vec<u8>>,
     /// Files written since their last fsync.
     dirty: HashMap<PathBuf, ()>,
+    /// Creations, renames and removals not yet made durable by an fsync of their directory,
+    /// oldest first.
+    dir_ops: Vec<DirOp>,
+}
+
+#[derive(Debug, Clone)]
+enum DirOp {
+    Created(PathBuf),
+    Renamed {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    /// With the content a power cut brings back.
+    Removed(PathBuf, Vec<u8>),
+}
+
+impl DirOp {
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            DirOp::Created(p) | DirOp::Removed(p, _) => p.parent(),
+            DirOp::Renamed { to, .. } => to.parent(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -272,6 +297,30 @@ impl FaultFs {
             };
             std::fs::write(&path, content)?;
         }
+        let (undo, keep): (Vec<DirOp>, Vec<DirOp>) = std::mem::take(&mut state.dir_ops)
+            .into_iter()
+            .partition(|op| op.dir().is_some_and(|d| d.starts_with(dir)));
+        state.dir_ops = keep;
+        for op in undo.into_iter().rev() {
+            match op {
+                DirOp::Created(path) => {
+                    let _ = std::fs::remove_file(&path);
+                    state.durable.remove(&path);
+                }
+                DirOp::Renamed { from, to } => {
+                    if to.exists() {
+                        std::fs::rename(&to, &from)?;
+                    }
+                    if let Some(content) = state.durable.remove(&to) {
+                        state.durable.insert(from, content);
+                    }
+                }
+                DirOp::Removed(path, content) => {
+                    std::fs::write(&path, &content)?;
+                    state.durable.insert(path, content);
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -362,6 +411,9 @@ impl FileSystem for FaultFs {
             state.durable.insert(path.to_path_buf(), Vec::new());
             state.dirty.insert(path.to_path_buf(), ());
         }
+        if state.watches(path) && !existed {
+            state.dir_ops.push(DirOp::Created(path.to_path_buf()));
+        }
         drop(state);
         Ok(Box::new(FaultFile {
             file,
@@ -374,7 +426,23 @@ impl FileSystem for FaultFs {
         if let Some(fault) = state.take(Op::Rename, from) {
             return Err(injected(fault.errno));
         }
+        // A rename over an existing file: a power cut brings the old one back.
+        if state.watches(to) && to.exists() {
+            let content = match state.durable.get(to) {
+                Some(content) => content.clone(),
+                None => std::fs::read(to)?,
+            };
+            state
+                .dir_ops
+                .push(DirOp::Removed(to.to_path_buf(), content));
+        }
         std::fs::rename(from, to)?;
+        if state.watches(to) {
+            state.dir_ops.push(DirOp::Renamed {
+                from: from.to_path_buf(),
+                to: to.to_path_buf(),
+            });
+        }
         if let Some(content) = state.durable.remove(from) {
             state.durable.insert(to.to_path_buf(), content);
         }
@@ -384,16 +452,32 @@ impl FileSystem for FaultFs {
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)?;
         let mut state = self.lock();
+        let content = if state.watches(path) {
+            match state.durable.get(path) {
+                Some(content) => Some(content.clone()),
+                None => std::fs::read(path).ok(),
+            }
+        } else {
+            None
+        };
+        std::fs::remove_file(path)?;
         state.durable.remove(path);
         state.dirty.remove(path);
+        if let Some(content) = content {
+            state
+                .dir_ops
+                .push(DirOp::Removed(path.to_path_buf(), content));
+        }
         Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if let Some(fault) = self.lock().take(Op::Sync, dir) {
+        let mut state = self.lock();
+        if let Some(fault) = state.take(Op::Sync, dir) {
             return Err(injected(fault.errno));
         }
-        RealFs.sync_dir(dir)
+        RealFs.sync_dir(dir)?;
+        state.dir_ops.retain(|op| op.dir() != Some(dir));
+        Ok(())
     }
 }
