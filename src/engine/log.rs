@@ -352,7 +352,17 @@ impl Log {
         }
         let now = now_ms();
         let mut encoded = Vec::new();
-        encode_within_limit(records, &config, now, &mut encoded)?;
+        let limit = config.max_message_bytes as usize;
+        let encode = |run: &[NewRecord]| {
+            record::encode_batch(
+                0,
+                run,
+                config.compression_type,
+                config.message_timestamp_type,
+                now,
+            )
+        };
+        encode_within_limit(records, limit, &encode, &mut encoded)?;
         self.append_encoded(encoded, records.len(), now, |keys, first_offset| {
             for (i, r) in records.iter().enumerate() {
                 keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
@@ -377,7 +387,17 @@ impl Log {
         }
         let now = now_ms();
         let mut encoded = Vec::new();
-        encode_values_within_limit(values, &config, now, &mut encoded)?;
+        let limit = config.max_message_bytes as usize;
+        let encode = |run: &[&[u8]]| {
+            record::encode_value_batch(
+                0,
+                run,
+                config.compression_type,
+                config.message_timestamp_type,
+                now,
+            )
+        };
+        encode_within_limit(values, limit, &encode, &mut encoded)?;
         self.append_encoded(encoded, values.len(), now, |keys, first_offset| {
             keys.advance_to(first_offset + values.len() as i64);
         })
@@ -1378,62 +1398,26 @@ fn lock_unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// [`encode_within_limit`] for [`Log::append_values`].
-fn encode_values_within_limit(
-    values: &[&[u8]],
-    config: &LogConfig,
-    now: i64,
+/// Encodes `items` into as few batches as fit `limit` (`max.message.bytes`), by halving;
+/// `encode` makes one batch of a run of them. `RecordTooLarge` when one item alone does not fit.
+fn encode_within_limit<T>(
+    items: &[T],
+    limit: usize,
+    encode: &impl Fn(&[T]) -> std::result::Result<Vec<u8>, record::RecordError>,
     out: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
-    let batch = record::encode_value_batch(
-        0,
-        values,
-        config.compression_type,
-        config.message_timestamp_type,
-        now,
-    )?;
-    let limit = config.max_message_bytes as usize;
+    let batch = encode(items)?;
     if batch.len() <= limit {
         out.push(batch);
         return Ok(());
     }
-    if values.len() == 1 {
+    if items.len() == 1 {
         return Err(EngineError::RecordTooLarge {
             size: batch.len(),
             max_message_bytes: limit,
         });
     }
-    let (left, right) = values.split_at(values.len() / 2);
-    encode_values_within_limit(left, config, now, out)?;
-    encode_values_within_limit(right, config, now, out)
-}
-
-/// Encodes `records` into as few batches as fit `max.message.bytes`, by halving.
-fn encode_within_limit(
-    records: &[NewRecord],
-    config: &LogConfig,
-    now: i64,
-    out: &mut Vec<Vec<u8>>,
-) -> Result<()> {
-    let batch = record::encode_batch(
-        0,
-        records,
-        config.compression_type,
-        config.message_timestamp_type,
-        now,
-    )?;
-    let limit = config.max_message_bytes as usize;
-    if batch.len() <= limit {
-        out.push(batch);
-        return Ok(());
-    }
-    if records.len() == 1 {
-        return Err(EngineError::RecordTooLarge {
-            size: batch.len(),
-            max_message_bytes: limit,
-        });
-    }
-    let (left, right) = records.split_at(records.len() / 2);
-    encode_within_limit(left, config, now, out)?;
-    encode_within_limit(right, config, now, out)
+    let (left, right) = items.split_at(items.len() / 2);
+    encode_within_limit(left, limit, encode, out)?;
+    encode_within_limit(right, limit, encode, out)
 }

@@ -196,39 +196,68 @@ pub fn encode_batch(
     };
 
     let records_estimate: usize = records.iter().map(estimated_record_size).sum();
-    let mut out;
+    let mut body = Vec::with_capacity(BATCH_HEADER_SIZE + records_estimate);
     if compression == Compression::None {
-        out = Vec::with_capacity(BATCH_HEADER_SIZE + records_estimate);
-        out.resize(BATCH_HEADER_SIZE, 0);
-        write_records(&mut out, records, timestamp_type, base_timestamp, now_ms)?;
+        body.resize(BATCH_HEADER_SIZE, 0);
+    }
+    write_records(&mut body, records, timestamp_type, base_timestamp, now_ms)?;
+    finish_new_batch(
+        body,
+        NewBatch {
+            base_offset,
+            last_index,
+            last_offset_delta,
+            base_timestamp,
+            max_timestamp,
+            compression,
+            timestamp_type,
+        },
+    )
+}
+
+/// What [`finish_new_batch`] writes into the header of a batch made here.
+struct NewBatch {
+    base_offset: i64,
+    last_index: usize,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    compression: Compression,
+    timestamp_type: TimestampType,
+}
+
+/// The common end of [`encode_batch`] and [`encode_value_batch`]: `body` holds the records,
+/// behind a zeroed header when uncompressed and alone otherwise; they are compressed if asked,
+/// then the header is filled in and sealed with its CRC.
+fn finish_new_batch(body: Vec<u8>, batch: NewBatch) -> Result<Vec<u8>, RecordError> {
+    let mut out = if batch.compression == Compression::None {
+        body
     } else {
-        let mut raw = Vec::with_capacity(records_estimate);
-        write_records(&mut raw, records, timestamp_type, base_timestamp, now_ms)?;
-        let compressed = compression::compress(compression, &raw)?;
-        out = Vec::with_capacity(BATCH_HEADER_SIZE + compressed.len());
+        let compressed = compression::compress(batch.compression, &body)?;
+        let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + compressed.len());
         out.resize(BATCH_HEADER_SIZE, 0);
         out.extend_from_slice(&compressed);
-    }
-
-    let batch_length = batch_length(&out, last_index)?;
-    let mut attributes = compression as i16;
-    if timestamp_type == TimestampType::LogAppendTime {
+        out
+    };
+    let batch_length = batch_length(&out, batch.last_index)?;
+    let mut attributes = batch.compression as i16;
+    if batch.timestamp_type == TimestampType::LogAppendTime {
         attributes |= TIMESTAMP_TYPE_MASK;
     }
     let header = BatchHeader {
-        base_offset,
+        base_offset: batch.base_offset,
         batch_length,
         partition_leader_epoch: 0,
         magic: MAGIC_V2,
         crc: 0,
         attributes,
-        last_offset_delta,
-        base_timestamp,
-        max_timestamp,
+        last_offset_delta: batch.last_offset_delta,
+        base_timestamp: batch.base_timestamp,
+        max_timestamp: batch.max_timestamp,
         producer_id: NO_PRODUCER_ID,
         producer_epoch: NO_PRODUCER_EPOCH,
         base_sequence: NO_SEQUENCE,
-        records_count: last_offset_delta + 1,
+        records_count: batch.last_offset_delta + 1,
     };
     seal(&header, &mut out);
     Ok(out)
@@ -287,37 +316,18 @@ pub fn encode_value_batch(
         raw.extend_from_slice(value);
         raw.push(0);
     }
-    let mut out = if compression == Compression::None {
-        raw
-    } else {
-        let compressed = compression::compress(compression, &raw)?;
-        let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + compressed.len());
-        out.resize(BATCH_HEADER_SIZE, 0);
-        out.extend_from_slice(&compressed);
-        out
-    };
-    let batch_length = batch_length(&out, last_index)?;
-    let mut attributes = compression as i16;
-    if timestamp_type == TimestampType::LogAppendTime {
-        attributes |= TIMESTAMP_TYPE_MASK;
-    }
-    let header = BatchHeader {
-        base_offset,
-        batch_length,
-        partition_leader_epoch: 0,
-        magic: MAGIC_V2,
-        crc: 0,
-        attributes,
-        last_offset_delta,
-        base_timestamp: now_ms,
-        max_timestamp: now_ms,
-        producer_id: NO_PRODUCER_ID,
-        producer_epoch: NO_PRODUCER_EPOCH,
-        base_sequence: NO_SEQUENCE,
-        records_count: last_offset_delta + 1,
-    };
-    seal(&header, &mut out);
-    Ok(out)
+    finish_new_batch(
+        raw,
+        NewBatch {
+            base_offset,
+            last_index,
+            last_offset_delta,
+            base_timestamp: now_ms,
+            max_timestamp: now_ms,
+            compression,
+            timestamp_type,
+        },
+    )
 }
 
 /// Re-encodes the `records` kept from the batch `original` (a non-empty subset of its records,
