@@ -547,7 +547,7 @@ fn walk_records<'a>(
     verify: bool,
     from_offset: i64,
     scratch: &'a mut Vec<u8>,
-    mut visit: impl FnMut(&RecordContext, usize, &'a [u8]) -> Result<bool, RecordError>,
+    visit: impl FnMut(&RecordContext, usize, &'a [u8]) -> Result<bool, RecordError>,
 ) -> Result<BatchHeader, RecordError> {
     let header = if verify {
         verify_batch(buf)?
@@ -565,6 +565,20 @@ fn walk_records<'a>(
         *scratch = compression::decompress(codec, &buf[BATCH_HEADER_SIZE..])?;
         scratch.as_slice()
     };
+    walk_section(&header, section, from_offset, visit)?;
+    Ok(header)
+}
+
+/// Calls `visit` with each record's body in the (uncompressed) records `section` of the batch
+/// whose header is `header`, from the first record whose offset may be >= `from_offset`,
+/// until it returns false. Checks the declared count against the records found and that no
+/// bytes follow them (unless `visit` stopped early).
+fn walk_section<'a>(
+    header: &BatchHeader,
+    section: &'a [u8],
+    from_offset: i64,
+    mut visit: impl FnMut(&RecordContext, usize, &'a [u8]) -> Result<bool, RecordError>,
+) -> Result<(), RecordError> {
     let declared = header.records_count;
     let Ok(count) = usize::try_from(declared) else {
         return Err(RecordError::RecordCountMismatch {
@@ -603,7 +617,7 @@ fn walk_records<'a>(
             }
         }
         if !visit(&context, index, body)? {
-            return Ok(header);
+            return Ok(());
         }
     }
     if !rest.is_empty() {
@@ -612,7 +626,7 @@ fn walk_records<'a>(
             reason: format!("{} bytes after the {count} declared records", rest.len()),
         });
     }
-    Ok(header)
+    Ok(())
 }
 
 fn record_ref<'a>(
@@ -787,44 +801,15 @@ fn write_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 }
 
 /// Decodes the (uncompressed) records section of a batch whose header is `header`.
-fn decode_records(header: &BatchHeader, mut rest: &[u8]) -> Result<Vec<Record>, RecordError> {
-    let declared = header.records_count;
-    let Ok(count) = usize::try_from(declared) else {
-        return Err(RecordError::RecordCountMismatch {
-            declared,
-            actual: 0,
-        });
-    };
-    let context = RecordContext {
-        base_offset: header.base_offset,
-        base_timestamp: header.base_timestamp,
-        max_timestamp: header.max_timestamp,
-        timestamp_type: header.timestamp_type(),
-    };
+fn decode_records(header: &BatchHeader, section: &[u8]) -> Result<Vec<Record>, RecordError> {
     // Never trust the declared count for the allocation: each record takes at least
     // MIN_RECORD_SIZE bytes.
-    let mut records = Vec::with_capacity(count.min(rest.len() / MIN_RECORD_SIZE));
-    for index in 0..count {
-        if rest.is_empty() {
-            return Err(RecordError::RecordCountMismatch {
-                declared,
-                actual: index,
-            });
-        }
-        let mut cursor = Cursor { buf: rest, index };
-        let body_len = cursor.varint()?;
-        let body_len =
-            usize::try_from(body_len).map_err(|_| cursor.malformed("negative record length"))?;
-        let body = cursor.take(body_len, "record body")?;
-        rest = cursor.buf;
-        records.push(decode_record(&context, index, body)?);
-    }
-    if !rest.is_empty() {
-        return Err(RecordError::MalformedRecord {
-            index: count,
-            reason: format!("{} bytes after the {count} declared records", rest.len()),
-        });
-    }
+    let declared = usize::try_from(header.records_count).unwrap_or(0);
+    let mut records = Vec::with_capacity(declared.min(section.len() / MIN_RECORD_SIZE));
+    walk_section(header, section, i64::MIN, |context, index, body| {
+        records.push(decode_record(context, index, body)?);
+        Ok(true)
+    })?;
     Ok(records)
 }
 
