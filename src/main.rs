@@ -321,12 +321,59 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
     let canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| format!("mountpoint {shown}: {e}"))?;
     if let Some(what) = mounted_at(&canonical) {
+        // Not probed further: a lookup in a mount whose daemon hangs would hang here too.
         return Err(format!(
-            "mountpoint {} is already a mount point ({what}); unmount it first",
-            canonical.display()
+            "mountpoint {shown} is already a mount point ({what}); if that is a stale mount \
+             left by a daemon that was killed, run `umount {shown}` first",
+            shown = canonical.display()
         ));
     }
     Ok(canonical)
+}
+
+/// Whether this process may open `/dev/fuse` for reading and writing; `Err` says why not.
+fn dev_fuse_access() -> Result<(), std::io::Error> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map(drop)
+}
+
+/// The first `fusermount3` on `PATH`.
+fn fusermount3_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("fusermount3"))
+        .find(|p| p.is_file())
+}
+
+/// What a failed mount needs to say. A user who cannot open `/dev/fuse` would otherwise see a
+/// bare "Permission denied": name the device and what would let the mount work. fuser mounts
+/// through `fusermount3` only when the device opens but the `mount` call itself is refused.
+fn explain_mount_error(
+    error: &std::io::Error,
+    dev_fuse: Result<(), std::io::Error>,
+    fusermount3: Option<&Path>,
+) -> String {
+    let Err(device) = dev_fuse else {
+        return match (error.kind(), fusermount3) {
+            (std::io::ErrorKind::PermissionDenied, None) => format!(
+                "{error}: mounting needs root (or CAP_SYS_ADMIN), or the setuid-root \
+                 `fusermount3` (package fuse3), which is not installed"
+            ),
+            _ => error.to_string(),
+        };
+    };
+    let helper = match fusermount3 {
+        Some(p) => format!("`{}` exists, but", p.display()),
+        None => "no `fusermount3` (package fuse3) is installed, and".to_string(),
+    };
+    format!(
+        "this user cannot open /dev/fuse ({device}); {helper} the mount needs that device. \
+         Give this user read and write access to /dev/fuse (most systems ship it as mode 0666: \
+         `chmod 0666 /dev/fuse` as root), or mount as root"
+    )
 }
 
 /// Blocks the termination signals in this thread and every thread it starts later, so that one
@@ -382,6 +429,10 @@ fn serve(
     readiness: &mut Readiness,
 ) -> Result<(), String> {
     let signals = block_termination_signals();
+    // Everything the daemon creates in the data directory (segments, indexes, metadata) is
+    // the mounting user's alone: files 0600, directories 0700, whatever the caller's umask.
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
     let (options, defaults) = parse_mount_options(raw_options)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let backend = match source {
@@ -419,7 +470,11 @@ fn serve(
         Ok(r) => r,
         Err(e) => {
             backend.shutdown();
-            return Err(format!("cannot mount {}: {e}", mountpoint.display()));
+            return Err(format!(
+                "cannot mount {}: {}",
+                mountpoint.display(),
+                explain_mount_error(&e, dev_fuse_access(), fusermount3_path().as_deref())
+            ));
         }
     };
     info!(
@@ -774,6 +829,26 @@ mod tests {
     fn parse(options: &[&str]) -> Result<MountOptions, String> {
         let raw: Vec<String> = options.iter().map(|s| s.to_string()).collect();
         parse_mount_options(&raw).map(|(options, _)| options)
+    }
+
+    #[test]
+    fn a_mount_without_dev_fuse_access_says_what_is_missing() {
+        let denied = || Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        let error = std::io::Error::from_raw_os_error(libc::EACCES);
+        let said = explain_mount_error(&error, denied(), None);
+        assert!(said.contains("cannot open /dev/fuse"), "{said}");
+        assert!(said.contains("fusermount3"), "{said}");
+        assert!(said.contains("chmod 0666 /dev/fuse"), "{said}");
+        let said = explain_mount_error(&error, denied(), Some(Path::new("/usr/bin/fusermount3")));
+        assert!(said.contains("/usr/bin/fusermount3"), "{said}");
+        // The device opens: the mount call itself was refused.
+        let said = explain_mount_error(&error, Ok(()), None);
+        assert!(
+            said.contains("root") && said.contains("fusermount3"),
+            "{said}"
+        );
+        let other = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(explain_mount_error(&other, Ok(()), None), other.to_string());
     }
 
     #[test]

@@ -115,6 +115,23 @@ fn clean_segments_keep_the_latest_record_per_key() {
     assert!(ok, "{}", String::from_utf8_lossy(&out));
 }
 
+/// `read_record` keeps the batch it last read (`cat <offset>` asks three times); a record
+/// compaction removed must not come back from it.
+#[test]
+fn a_record_read_just_before_compaction_is_gone_after_it() {
+    let dir = tempdir().unwrap();
+    let log = open(dir.path(), compacted(1024));
+    write_rounds(&log, 10, 5);
+    roll_all(&log);
+    let first = log
+        .read_record(0)
+        .unwrap()
+        .expect("offset 0 before compaction");
+    assert_eq!(log.read_record(0).unwrap(), Some(first), "read twice");
+    log.compact(now_ms(), true, &cleaner()).unwrap();
+    assert_eq!(log.read_record(0).unwrap(), None, "removed by compaction");
+}
+
 #[test]
 fn cleaning_with_deletes_keeps_only_the_tombstone() {
     let dir = tempdir().unwrap();

@@ -156,3 +156,158 @@ fn other_users_are_kept_out_unless_allow_other() {
     assert_eq!(sh_ok(&m.mnt, "cat t/0/log"), "private\n");
     assert!(!sh(&m.mnt, "ls u").status.success());
 }
+
+/// Fails the test when any directory or file under `dir` is open to group or others.
+fn assert_private(dir: &std::path::Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut checked = 0;
+    while let Some(d) = stack.pop() {
+        let mode = fs::metadata(&d).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} has mode {:o}",
+            d.display(),
+            mode & 0o777
+        );
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                let mode = meta.permissions().mode();
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "{} has mode {:o}",
+                    p.display(),
+                    mode & 0o777
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked > 10,
+        "only {checked} files checked under {}",
+        dir.display()
+    );
+}
+
+/// Whatever the umask of whoever starts the daemon, the data directory and every file and
+/// directory the daemon makes in it (segments, indexes, checkpoints, metadata, groups, the
+/// cleaner's files) are the mounting user's alone, and another user can read none of it.
+#[test]
+fn the_data_dir_and_its_files_are_private_on_disk() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        common::skip_or_fail("/dev/fuse is missing");
+        return;
+    }
+    let base = tempfile::Builder::new()
+        .prefix("lmqfs-test.")
+        .tempdir()
+        .unwrap();
+    // Others may traverse down to the data directory: only its own modes protect it.
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = base.path().join("mnt");
+    let data = base.path().join("data");
+    fs::create_dir(&mnt).unwrap();
+    let _guard = UnmountGuard(mnt.clone());
+    let log = base.path().join("log");
+    // A permissive umask, as a careless service manager might leave it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" mount \"$1\" --data-dir \"$2\" --foreground")
+        .arg(common::BIN)
+        .arg(&mnt)
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    if !common::wait_until(Duration::from_secs(20), || mnt.join("README").exists()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        common::skip_or_fail(&format!("mount failed: {text}"));
+        return;
+    }
+    fs::create_dir(mnt.join("t")).unwrap();
+    write_once(&mnt.join("t/partitions"), b"2\n").unwrap();
+    write_once(
+        &mnt.join("t/config"),
+        b"segment.bytes=1024\ncleanup.policy=compact\n",
+    )
+    .unwrap();
+    for i in 0..50 {
+        let path = mnt.join(format!("t/{}/keys/k{}", i % 2, i % 7));
+        fs::write(path, format!("value {i}\n")).unwrap();
+    }
+    fs::write(mnt.join("t/0/groups/readers"), b"3\n").unwrap();
+    write_once(&mnt.join("t/0/control"), b"compact\n").unwrap();
+    write_once(&mnt.join("control"), b"flush\n").unwrap();
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    let status = wait_timeout(&mut child, Duration::from_secs(15));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    assert_private(&data);
+    if is_root() {
+        let segment = common::files_under(&data)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .expect("a segment file");
+        for script in [
+            format!("ls {}", data.display()),
+            format!("cat {}", segment.display()),
+        ] {
+            let out = as_nobody(base.path(), &script);
+            assert!(!out.status.success(), "another user could `{script}`");
+        }
+    }
+}
+
+/// With `allow_other`, another user can change nothing the modes do not give them: no topic
+/// deletion, no control commands, no keys or groups, no partition growth.
+#[test]
+fn other_users_cannot_change_anything_under_allow_other() {
+    if !is_root() {
+        eprintln!("skipped: needs root to act as another user");
+        return;
+    }
+    let Some(m) = Mount::with_options(&["allow_other"]) else {
+        return;
+    };
+    fs::set_permissions(m.scratch(), fs::Permissions::from_mode(0o755)).unwrap();
+    m.create_topic("t", 1);
+    write_once(&m.path("t/config"), b"cleanup.policy=compact\n").unwrap();
+    sh_ok(&m.mnt, "echo v > t/0/keys/k && echo 0 > t/0/groups/g");
+    let before = sh_ok(&m.mnt, "cat t/0/log t/partitions t/config t/0/stats");
+    for script in [
+        "rmdir t",
+        "rm -rf t",
+        "echo roll > t/0/control",
+        "echo flush > control",
+        "echo 3 > t/partitions",
+        "echo w > t/0/keys/k",
+        "echo w > t/0/keys/new",
+        "rm t/0/keys/k",
+        "echo 1 > t/0/groups/g",
+        "echo 0 > t/0/groups/new",
+        "touch t/0/x",
+    ] {
+        let out = as_nobody(&m.mnt, script);
+        assert!(!out.status.success(), "nobody could `{script}`");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            err.contains("permission denied") || err.contains("operation not permitted"),
+            "`{script}`: {err}"
+        );
+    }
+    assert!(m.path("t").is_dir());
+    assert_eq!(
+        sh_ok(&m.mnt, "cat t/0/log t/partitions t/config t/0/stats"),
+        before
+    );
+}

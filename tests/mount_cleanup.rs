@@ -487,9 +487,16 @@ fn background_cleanup_follows_the_mount_options() {
         "the cleaner did not compact by itself: {}",
         stats(&m.path("kv/0"))
     );
-    assert!(stats(&m.path("kv/0"))["last_compaction"]["records_removed"]
-        .as_i64()
-        .is_some_and(|n| n >= 4));
+    // The cleaner may have run once after all rounds (4 removed) or between rounds too; the
+    // run that left the log in this state removed at least the 2 records of the last round
+    // before.
+    let shown = stats(&m.path("kv/0"));
+    assert!(
+        shown["last_compaction"]["records_removed"]
+            .as_i64()
+            .is_some_and(|n| n >= 2),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -154,3 +154,69 @@ fn concurrent_writers_and_readers_see_every_line_once() {
     );
     assert_eq!(std::fs::metadata(&log).unwrap().len(), all.len() as u64);
 }
+
+/// The page-cache hazard of a growing view, provoked directly: readers that hold `log` open
+/// read to its end (a short read inside a page), then learn a larger size through another
+/// path's `stat` while a writer keeps appending, and read on from where they stopped. A page
+/// the kernel zero-filled past the old end must never be served as data: every byte read is
+/// part of a whole line, and the bytes read through the open file equal a fresh read of the
+/// same range.
+#[test]
+fn readers_at_the_growing_end_never_see_zero_filled_pages() {
+    use std::io::Read;
+    let Some(m) = Mount::new() else { return };
+    m.create_topic("z", 1);
+    let append = m.path("z/0/append");
+    let log = m.path("z/0/log");
+    const LINES: usize = 5_000;
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let log = log.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut file = std::fs::File::open(&log).expect("open log");
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 1 + r * 1500];
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let n = file.read(&mut buf).expect("read log");
+                    if n > 0 {
+                        assert!(
+                            !buf[..n].contains(&0),
+                            "reader {r}: a zero byte at view position {}",
+                            seen.len() + buf[..n].iter().position(|b| *b == 0).unwrap()
+                        );
+                        seen.extend_from_slice(&buf[..n]);
+                        continue;
+                    }
+                    if finished {
+                        return seen;
+                    }
+                    // At the end: another path's stat tells the kernel the new size.
+                    std::fs::metadata(&log).expect("stat log");
+                }
+            })
+        })
+        .collect();
+    let mut f = open_append(&append).expect("open append");
+    let mut n = 0;
+    while n < LINES {
+        let lines = (n % 7 + 1).min(LINES - n);
+        let buf: String = (n..n + lines)
+            .map(|i| line(i % WRITERS, i % LINES_PER_WRITER) + "\n")
+            .collect();
+        f.write_all(buf.as_bytes()).expect("write append");
+        n += lines;
+    }
+    done.store(true, Ordering::SeqCst);
+    let all = read_to_eof(&log).unwrap();
+    for r in readers {
+        let seen = r.join().expect("a reader saw zero bytes");
+        assert_eq!(seen.len(), all.len(), "a reader stopped early");
+        assert!(
+            seen == all,
+            "an open reader read other bytes than a fresh read"
+        );
+    }
+}

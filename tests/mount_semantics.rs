@@ -638,10 +638,11 @@ fn rmdir_and_rm_rf_delete_a_topic() {
     sh_ok(&m.mnt, "seq 1 100 > also-gone/1/append");
     sh_ok(&m.mnt, "rm -rf also-gone");
     assert!(!m.path("also-gone").exists());
-    // Outside a recursive removal, the fixed files inside a topic still cannot be unlinked.
+    // Removing a file inside a topic succeeds and changes nothing; the topic stays.
     m.create_topic("still-here", 1);
-    let e = errno_of("unlink log", fs::remove_file(m.path("still-here/0/log")));
-    assert_eq!(e, libc::EPERM);
+    sh_ok(&m.mnt, "echo kept > still-here/0/append");
+    fs::remove_file(m.path("still-here/0/log")).unwrap();
+    assert_eq!(read_string(&m.path("still-here/0/log")), "kept\n");
 
     m.create_topic("kept", 1);
     // A topic created again under the same name starts empty.
@@ -725,3 +726,18 @@ crate::on_both_backends!(
     time_lookup_accepts_milliseconds_and_rfc3339,
     log_size_is_exact_and_an_open_reader_sees_growth,
 );
+
+/// Views and append files ask for 1 MiB I/O (`st_blksize`), so `cat` moves 1 MiB per call;
+/// small files keep the page size.
+#[test]
+fn bulk_files_advertise_one_mebibyte_blocks() {
+    let Some(m) = Mount::new() else { return };
+    m.create_topic("b", 1);
+    for name in ["append", "append.jsonl", "log", "log.jsonl", "from/0"] {
+        let blksize = fs::metadata(m.path(&format!("b/0/{name}")))
+            .unwrap()
+            .blksize();
+        assert_eq!(blksize, 1 << 20, "{name}");
+    }
+    assert_eq!(fs::metadata(m.path("b/0/stats")).unwrap().blksize(), 4096);
+}

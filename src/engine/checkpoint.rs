@@ -19,11 +19,10 @@
 //! and the whole partition is recovered. Thread-safety: these are plain functions over files;
 //! the owning [`crate::engine::Log`] calls them under its lock, so one writer at a time.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::error::IoResultExt;
+use super::io::{file_system, OpenMode};
 use super::{EngineError, Result};
 
 pub const CHECKPOINT_FILE: &str = "lmqfs-checkpoint";
@@ -85,7 +84,7 @@ pub fn has_clean_shutdown_marker(dir: &Path) -> bool {
 /// Removes the marker durably, before the log changes anything.
 pub fn remove_clean_shutdown_marker(dir: &Path) -> Result<()> {
     let path = dir.join(CLEAN_SHUTDOWN_FILE);
-    match std::fs::remove_file(&path) {
+    match file_system().remove(&path) {
         Ok(()) => fsync_dir(dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::io(&path, e)),
@@ -100,10 +99,11 @@ pub fn write_clean_shutdown_marker(dir: &Path) -> Result<()> {
 /// Writes `path` as a whole or not at all: a `.tmp` sibling, fsync, rename, fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    let mut file = File::create(&tmp).at(&tmp)?;
-    file.write_all(bytes).at(&tmp)?;
-    file.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)?;
+    let file = file_system().open(&tmp, OpenMode::Truncate).at(&tmp)?;
+    file.write_all_at(bytes, 0).at(&tmp)?;
+    file.sync_data().at(&tmp)?;
+    drop(file);
+    file_system().rename(&tmp, path).at(path)?;
     if let Some(dir) = path.parent() {
         fsync_dir(dir)?;
     }
@@ -118,7 +118,7 @@ fn tmp_path(path: &Path) -> PathBuf {
 
 /// fsyncs a directory, making renames and creations in it durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+    file_system().sync_dir(dir).at(dir)
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! Opening a partition directory: Kafka's `LogLoader`.
 //!
-//! After a clean stop (the marker of [`super::checkpoint`] is present) nothing is scanned:
-//! segments are opened by file length, their indexes lazily when first used, and the log end
-//! offset is read from the active segment's last index entry on.
+//! After a clean stop (the marker of [`super::checkpoint`] is present) almost nothing is
+//! scanned: segments are opened by file length, their indexes lazily when first used, and the
+//! active segment's batches after its last index entry are checked (the marker says the daemon
+//! stopped cleanly, not that the bytes are intact): bytes at its end that are not a whole batch
+//! (a torn write, garbage, zeros) are truncated with an error line, and the log end offset is
+//! read from there. Damage elsewhere is found by the reads that reach it, which fail with
+//! `Corrupt` at its position, after every batch before it.
 //!
 //! After an unclean stop every segment from the one holding the recovery point on is recovered:
 //! each batch's header, CRC and offsets are validated, the `.log` is truncated at the first
@@ -17,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use log::{info, warn};
+use log::{error, info, warn};
 
 use super::checkpoint::{self, Checkpoint};
 use super::cleaner;
@@ -87,6 +91,22 @@ pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
         segments.insert(base, LogSegment::open(dir, base, params)?);
     }
 
+    // A closed segment with no bytes lost every record it had (it is never created empty):
+    // say which offsets are gone, since reads skip them as they skip compacted offsets.
+    let bases: Vec<i64> = segments.keys().copied().collect();
+    for pair in bases.windows(2) {
+        if segments[&pair[0]].is_empty() {
+            error!(
+                "{}: segment {} is empty: the records at offsets [{}, {}) are missing; reads \
+                 skip them",
+                dir.display(),
+                segments[&pair[0]].log_path().display(),
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+
     let recovered = !clean && !segments.is_empty();
     if recovered {
         recover_segments(dir, &mut segments, checkpoint.recovery_point)?;
@@ -106,6 +126,21 @@ pub(crate) fn load(dir: &Path, params: SegmentParams) -> Result<LoadedLog> {
         .values_mut()
         .next_back()
         .expect("at least one segment");
+    if clean {
+        // The marker says the daemon stopped cleanly, not that the bytes are intact.
+        if let Some(repair) = active.verify_tail()? {
+            error!(
+                "{}: the clean-shutdown marker was present, but the active segment {} ends in \
+                 {} bytes that are not a whole batch (a torn write or garbage after the last \
+                 batch); truncated them at position {}",
+                dir.display(),
+                active.log_path().display(),
+                repair.removed_bytes,
+                repair.position
+            );
+            active.flush()?;
+        }
+    }
     active.make_active()?;
     let mut log_end_offset = active.next_offset()?;
     if log_start_offset > log_end_offset {

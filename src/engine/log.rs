@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, info, warn};
 
@@ -125,7 +125,22 @@ pub struct Log {
     closed_flag: AtomicBool,
     /// Nothing is called with it held that takes another log's lock.
     inner: Mutex<LogInner>,
+    /// Why the directory could not be opened, for a quarantined log (see [`Log::unavailable`]).
+    unavailable: Option<String>,
+    /// Names this log (this opening of it) in [`RECORD_BATCH`].
+    id: u64,
 }
+
+/// The batch the last [`Log::read_record`] of any log found its record in (CRC verified when
+/// read), with the log and the view generation it was read in: `cat <offset>` asks for the
+/// same record at lookup, stat and open, and nearby offsets share batches. A batch's bytes
+/// never change within a generation (every removal or replacement of records starts a new
+/// one), so a hit of the current generation is what a read of the segment would return. One
+/// batch for the whole process, so memory stays bounded by partition count. A leaf lock.
+static RECORD_BATCH: Mutex<Option<(u64, u64, Arc<FetchedBatch>)>> = Mutex::new(None);
+
+/// The next [`Log::id`].
+static NEXT_LOG_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct LogInner {
     config: LogConfig,
@@ -203,6 +218,7 @@ impl Log {
             dir: dir.to_path_buf(),
             cleanup: Mutex::new(()),
             keys_build: Mutex::new(()),
+            id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
             closed_flag: AtomicBool::new(false),
             inner: Mutex::new(LogInner {
                 config,
@@ -224,7 +240,59 @@ impl Log {
                 keys: None,
                 swap_crash: None,
             }),
+            unavailable: None,
         })
+    }
+
+    /// A quarantined partition: `dir` could not be opened (`reason`). It holds nothing and
+    /// touches no file; every read and change fails with `Corrupt` naming `dir` and the reason,
+    /// so its data stays as it was for someone to inspect and repair, while the other
+    /// partitions are served.
+    pub fn unavailable(dir: &Path, config: LogConfig, reason: String) -> Log {
+        Log {
+            dir: dir.to_path_buf(),
+            cleanup: Mutex::new(()),
+            keys_build: Mutex::new(()),
+            id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
+            closed_flag: AtomicBool::new(true),
+            inner: Mutex::new(LogInner {
+                config,
+                segments: BTreeMap::new(),
+                log_start_offset: 0,
+                log_end_offset: 0,
+                recovery_point: 0,
+                unflushed_messages: 0,
+                first_unflushed_ms: None,
+                last_roll: None,
+                last_retention: None,
+                last_compaction: None,
+                closed: true,
+                generation: 0,
+                introduced: HashMap::new(),
+                retired: Vec::new(),
+                first_dirty_offset: 0,
+                next_tombstone_horizon_ms: None,
+                keys: None,
+                swap_crash: None,
+            }),
+            unavailable: Some(reason),
+        }
+    }
+
+    /// Why this partition is quarantined, if it is (see [`Log::unavailable`]).
+    pub fn unavailable_reason(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    /// The error every operation of a quarantined log answers.
+    fn unavailable_error(&self) -> Option<EngineError> {
+        self.unavailable
+            .as_ref()
+            .map(|reason| EngineError::Corrupt {
+                path: self.dir.clone(),
+                position: 0,
+                reason: format!("partition quarantined at startup: {reason}"),
+            })
     }
 
     fn lock(&self) -> MutexGuard<'_, LogInner> {
@@ -240,7 +308,7 @@ impl Log {
     fn lock_open(&self) -> Result<MutexGuard<'_, LogInner>> {
         let inner = self.lock();
         if inner.closed {
-            return Err(EngineError::Closed);
+            return Err(self.unavailable_error().unwrap_or(EngineError::Closed));
         }
         Ok(inner)
     }
@@ -285,7 +353,45 @@ impl Log {
         let now = now_ms();
         let mut encoded = Vec::new();
         encode_within_limit(records, &config, now, &mut encoded)?;
+        self.append_encoded(encoded, records.len(), now, |keys, first_offset| {
+            for (i, r) in records.iter().enumerate() {
+                keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
+            }
+        })
+    }
 
+    /// [`Self::append`] of plain values (no key, no headers, the append time as timestamp),
+    /// encoded straight from the slices: what `append` of `NewRecord::value` of each does,
+    /// without a record per value.
+    pub fn append_values(&self, values: &[&[u8]]) -> Result<AppendInfo> {
+        if values.is_empty() {
+            return Err(EngineError::InvalidArgument("append of no records".into()));
+        }
+        let config = self.config();
+        if config.cleanup_policy.compact {
+            return Err(EngineError::InvalidArgument(format!(
+                "record 0 has no key, and cleanup.policy={} needs one \
+                 (write to keys/<key>, or give \"key\" in append.jsonl)",
+                config.cleanup_policy.name()
+            )));
+        }
+        let now = now_ms();
+        let mut encoded = Vec::new();
+        encode_values_within_limit(values, &config, now, &mut encoded)?;
+        self.append_encoded(encoded, values.len(), now, |keys, first_offset| {
+            keys.advance_to(first_offset + values.len() as i64);
+        })
+    }
+
+    /// Appends encoded batches (base offsets still to be set) holding `record_count` records
+    /// in one write, under the lock; `index_keys` brings a loaded key index up to date.
+    fn append_encoded(
+        &self,
+        mut encoded: Vec<Vec<u8>>,
+        record_count: usize,
+        now: i64,
+        index_keys: impl FnOnce(&mut KeyIndex, i64),
+    ) -> Result<AppendInfo> {
         let total_bytes: usize = encoded.iter().map(Vec::len).sum();
         let mut headers = encoded
             .iter()
@@ -295,28 +401,30 @@ impl Log {
 
         let mut inner = self.lock_open()?;
         let incoming = Incoming {
-            records: records.len() as u64,
+            records: record_count as u64,
             bytes: total_bytes,
             max_timestamp,
         };
         inner.maybe_roll(&self.dir, incoming, now)?;
         let first_offset = inner.log_end_offset;
-        let mut data = Vec::with_capacity(total_bytes);
         let mut next = first_offset;
         for (batch, header) in encoded.iter_mut().zip(&mut headers) {
             record::batch::set_base_offset(batch, next);
             header.base_offset = next;
             next = header.next_offset();
-            data.extend_from_slice(batch);
         }
+        // One write: the batch itself when there is one, else their concatenation.
+        let data = if encoded.len() == 1 {
+            encoded.pop().expect("one batch")
+        } else {
+            encoded.concat()
+        };
         inner.active_segment().append(&data, &headers)?;
         inner.log_end_offset = next;
         if let Some(keys) = inner.keys.as_mut() {
-            for (i, r) in records.iter().enumerate() {
-                keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
-            }
+            index_keys(keys, first_offset);
         }
-        inner.unflushed_messages += records.len() as u64;
+        inner.unflushed_messages += record_count as u64;
         inner.first_unflushed_ms.get_or_insert(now);
         if inner
             .config
@@ -368,15 +476,22 @@ impl Log {
     /// end, or before the first retained segment, it returns what exists from there (possibly
     /// nothing). CRCs are verified.
     pub fn read_batches(&self, start_offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
+        if let Some(e) = self.unavailable_error() {
+            return Err(e);
+        }
         self.lock().read_batches(start_offset, max_bytes)
     }
 
     /// The record at `offset`: `OffsetOutOfRange` outside [log start, log end), `Ok(None)` for
     /// an offset inside the range that no record has (removed by compaction).
     pub fn read_record(&self, offset: i64) -> Result<Option<Record>> {
-        let (log_start_offset, log_end_offset) = {
+        let (log_start_offset, log_end_offset, generation) = {
             let inner = self.lock();
-            (inner.log_start_offset, inner.log_end_offset)
+            (
+                inner.log_start_offset,
+                inner.log_end_offset,
+                inner.generation,
+            )
         };
         if offset < log_start_offset || offset >= log_end_offset {
             return Err(EngineError::OffsetOutOfRange {
@@ -385,12 +500,31 @@ impl Log {
                 log_end_offset,
             });
         }
-        let batches = self.read_batches(offset, 1)?;
-        let Some(batch) = batches.first() else {
-            return Ok(None);
+        let cached = lock_unpoisoned(&RECORD_BATCH)
+            .as_ref()
+            .filter(|(id, g, b)| {
+                *id == self.id
+                    && *g == generation
+                    && b.header.base_offset <= offset
+                    && offset <= b.header.last_offset()
+            })
+            .map(|(_, _, b)| Arc::clone(b));
+        let batch = match cached {
+            Some(batch) => batch,
+            None => {
+                let Some(batch) = self.read_batches(offset, 1)?.into_iter().next() else {
+                    return Ok(None);
+                };
+                let batch = Arc::new(batch);
+                *lock_unpoisoned(&RECORD_BATCH) = Some((self.id, generation, Arc::clone(&batch)));
+                batch
+            }
         };
-        let decoded = record::decode_batch(&batch.bytes)?;
-        Ok(decoded.records.into_iter().find(|r| r.offset == offset))
+        // Only the one record is decoded, however large its batch.
+        Ok(record::batch::find_record_in_verified(
+            &batch.bytes,
+            offset,
+        )?)
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -512,7 +646,30 @@ impl Log {
             inner.log_start_offset = offset;
             inner.generation += 1;
             inner.first_dirty_offset = inner.first_dirty_offset.max(offset);
-            inner.write_checkpoint(&self.dir)?;
+            match inner.write_checkpoint(&self.dir) {
+                Ok(()) => {}
+                Err(e) if is_no_space(&e) => {
+                    // A full disk: delete-records must still free space, or nothing through the
+                    // mount could. So the segments wholly below `offset` (and those retention
+                    // already set aside) are deleted now, then the checkpoint is written.
+                    //
+                    // Crash safety: a crash between the two leaves the old checkpoint, whose log
+                    // start offset is below the first remaining segment. The loader takes the
+                    // larger of the two, so the log starts at the first remaining segment: every
+                    // record at or after `offset` is there (only whole segments below it were
+                    // deleted), nothing deleted comes back, and the records of that segment
+                    // below `offset` are served again, as if this call had not happened; it had
+                    // not returned.
+                    let freed = inner.delete_segments_below(offset)?;
+                    warn!(
+                        "{}: {e}; deleted {freed} segment(s) below offset {offset} first to free \
+                         space",
+                        self.dir.display()
+                    );
+                    inner.write_checkpoint(&self.dir)?;
+                }
+                Err(e) => return Err(e),
+            }
             info!(
                 "{}: log start offset advanced to {offset}",
                 self.dir.display()
@@ -592,6 +749,9 @@ impl Log {
         start_offset: i64,
         max_bytes: usize,
     ) -> Result<Vec<FetchedBatch>> {
+        if let Some(e) = self.unavailable_error() {
+            return Err(e);
+        }
         let mut inner = self.lock();
         if generation >= inner.generation {
             return inner.read_batches(start_offset, max_bytes);
@@ -1023,6 +1183,28 @@ impl LogInner {
         checkpoint::fsync_dir(dir)
     }
 
+    /// Deletes now (not after `file.delete.delay.ms`) the closed segments wholly below
+    /// `offset` and every retired segment; readers of older generations that still wanted them
+    /// get `Gone`. Starts a generation. Returns how many segments' files were removed.
+    fn delete_segments_below(&mut self, offset: i64) -> Result<usize> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let doomed: Vec<i64> = bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= offset)
+            .map(|pair| pair[0])
+            .collect();
+        let mut count = self.delete_expired(i64::MAX)?;
+        for base in doomed {
+            if let Some(segment) = self.segments.remove(&base) {
+                self.introduced.remove(&base);
+                segment.delete()?;
+                count += 1;
+            }
+        }
+        self.generation += 1;
+        Ok(count)
+    }
+
     /// Removes the files of retired segments whose delay has passed.
     fn delete_expired(&mut self, now_ms: i64) -> Result<usize> {
         let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired)
@@ -1098,7 +1280,19 @@ impl LogInner {
         let old = self.active_segment();
         old.close_active()?;
         old.flush()?;
-        let segment = LogSegment::create(dir, new_base, params)?;
+        let segment = match LogSegment::create(dir, new_base, params) {
+            Ok(segment) => segment,
+            Err(e) => {
+                // The old segment stays the active one; the next append tries the roll again.
+                if let Err(again) = self.active_segment().make_active() {
+                    warn!(
+                        "{}: reactivating the segment after a failed roll: {again}",
+                        dir.display()
+                    );
+                }
+                return Err(e);
+            }
+        };
         self.segments.insert(new_base, segment);
         checkpoint::fsync_dir(dir)?;
         // Everything before the new segment is on disk now.
@@ -1147,6 +1341,12 @@ impl LogInner {
     }
 }
 
+/// Whether `e` says the disk (or the user's quota) is full.
+fn is_no_space(e: &EngineError) -> bool {
+    matches!(e, EngineError::Io { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+}
+
 fn fetched(batches: Vec<(BatchHeader, Vec<u8>)>) -> Vec<FetchedBatch> {
     batches
         .into_iter()
@@ -1176,6 +1376,36 @@ fn apply_batches(keys: &mut KeyIndex, batches: &[FetchedBatch]) -> Result<bool> 
 /// Locks `m`, going on after a panic elsewhere (what it guards is `()` or rebuilt state).
 fn lock_unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`encode_within_limit`] for [`Log::append_values`].
+fn encode_values_within_limit(
+    values: &[&[u8]],
+    config: &LogConfig,
+    now: i64,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let batch = record::encode_value_batch(
+        0,
+        values,
+        config.compression_type,
+        config.message_timestamp_type,
+        now,
+    )?;
+    let limit = config.max_message_bytes as usize;
+    if batch.len() <= limit {
+        out.push(batch);
+        return Ok(());
+    }
+    if values.len() == 1 {
+        return Err(EngineError::RecordTooLarge {
+            size: batch.len(),
+            max_message_bytes: limit,
+        });
+    }
+    let (left, right) = values.split_at(values.len() / 2);
+    encode_values_within_limit(left, config, now, out)?;
+    encode_values_within_limit(right, config, now, out)
 }
 
 /// Encodes `records` into as few batches as fit `max.message.bytes`, by halving.

@@ -40,8 +40,13 @@
 //!   finishes any tombstone it finds (moves the named partition directories aside, unless a live
 //!   topic of that name exists again) and then empties `.lmqfs-work/`.
 //!
-//! A partition directory that no topic's metadata claims is left alone with a warning: it is
-//! someone's data, and creating a topic of that name adopts it.
+//! A partition directory that no topic's metadata claims, and that holds segments, is adopted
+//! at open: its topic's metadata file was lost or deleted, so one is written (the largest
+//! partition number found + 1 partitions, default config) and an error-level line says so.
+//! Other unclaimed directories are left alone with a warning: they are someone's data, and
+//! creating a topic of that name adopts them. A topic whose metadata file is invalid, and a
+//! partition directory that cannot be opened, are quarantined (logged, not served) so the rest
+//! of the data directory is served.
 //!
 //! # Threads
 //!
@@ -247,8 +252,9 @@ impl LogManager {
     ///
     /// Takes the directory's lock (`DataDirLocked` if another process holds it), finishes
     /// interrupted deletes, empties the scratch directory, opens every partition log of every
-    /// topic (creating partition directories an interrupted create or grow left out), warns about
-    /// partition directories no topic claims, and starts the flush thread.
+    /// topic (creating partition directories an interrupted create or grow left out), adopts
+    /// partition directories whose metadata was lost, quarantines topics with invalid metadata
+    /// and partitions that cannot be opened, and starts the flush thread.
     ///
     /// `defaults` is the config of every key a topic does not override; `default_partitions` the
     /// partition count of topics created without one.
@@ -301,7 +307,6 @@ impl LogManager {
                 return Err(e);
             }
         };
-        shared.warn_about_unclaimed_partitions(&topics)?;
         let partitions: usize = topics.values().map(|t| t.logs.len()).sum();
         log::info!(
             "opened data directory {}: {} topics, {} partitions",
@@ -770,6 +775,8 @@ impl Shared {
                     .enumerate()
                     .map(move |(p, log)| (name.clone(), p as u32, Arc::clone(log)))
             })
+            // A quarantined partition has nothing to flush or clean.
+            .filter(|(_, _, log)| log.unavailable_reason().is_none())
             .collect();
         if let Some(log) = self.offsets.log() {
             logs.push((format!("{CONSUMER_OFFSETS_TOPIC} (internal)"), 0, log));
@@ -847,6 +854,19 @@ impl Shared {
         partitions: std::ops::Range<u32>,
         config: &LogConfig,
     ) -> Result<Vec<Arc<Log>>> {
+        self.open_partitions_with(topic, partitions, config, false)
+    }
+
+    /// [`Self::open_partitions`]; with `quarantine` (at startup), a partition directory that
+    /// cannot be opened is quarantined ([`Log::unavailable`]) instead of failing the call, so
+    /// one damaged partition does not keep every other topic from being served.
+    fn open_partitions_with(
+        &self,
+        topic: &str,
+        partitions: std::ops::Range<u32>,
+        config: &LogConfig,
+        quarantine: bool,
+    ) -> Result<Vec<Arc<Log>>> {
         let mut logs = Vec::new();
         let mut created = Vec::new();
         let mut result = Ok(());
@@ -861,6 +881,21 @@ impl Shared {
             }
             match Log::open(&dir, config.clone()) {
                 Ok(log) => logs.push(Arc::new(log)),
+                Err(e) if quarantine && !created.contains(&dir) => {
+                    log::error!(
+                        "QUARANTINED partition {partition} of topic {topic:?}: {} cannot be \
+                         opened: {e}. Its files in the mount answer EIO; every other partition \
+                         is served. Nothing in it was changed: check it with `lmqfs dump-log \
+                         --verify {}/*`, repair or move the damaged file, and mount again",
+                        dir.display(),
+                        dir.display()
+                    );
+                    logs.push(Arc::new(Log::unavailable(
+                        &dir,
+                        config.clone(),
+                        e.to_string(),
+                    )));
+                }
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -974,7 +1009,10 @@ impl Shared {
     /// Loads every topic's metadata and opens its partitions. On error, closes what it opened.
     fn load_topics(&self) -> Result<BTreeMap<String, Topic>> {
         let mut topics = BTreeMap::new();
-        let result = self.load_topics_into(&mut topics);
+        let mut quarantined = BTreeSet::new();
+        let result = self
+            .load_topics_into(&mut topics, &mut quarantined)
+            .and_then(|()| self.adopt_unclaimed_partitions(&mut topics, &quarantined));
         if result.is_err() {
             for topic in topics.values() {
                 for log in &topic.logs {
@@ -985,7 +1023,12 @@ impl Shared {
         result.map(|()| topics)
     }
 
-    fn load_topics_into(&self, topics: &mut BTreeMap<String, Topic>) -> Result<()> {
+    /// Loads the topics whose metadata is valid; the names of the others go to `quarantined`.
+    fn load_topics_into(
+        &self,
+        topics: &mut BTreeMap<String, Topic>,
+        quarantined: &mut BTreeSet<String>,
+    ) -> Result<()> {
         let mut paths = Vec::new();
         for entry in fs::read_dir(&self.topics_dir).at(&self.topics_dir)? {
             paths.push(entry.at(&self.topics_dir)?.path());
@@ -999,23 +1042,20 @@ impl Shared {
                     continue;
                 }
             };
-            let (recorded, count, overrides) = self.read_metadata(&path)?;
-            if let Some(recorded) = recorded.filter(|r| *r != name) {
-                return Err(corrupt(&path, format!("names topic {recorded:?}")));
-            }
-            if name == CONSUMER_OFFSETS_TOPIC {
-                log::warn!(
-                    "topic {name:?} is a user topic made before the name was reserved for \
-                     consumer group offsets; it keeps serving as before (group offsets are \
-                     stored apart, in {}), but a new topic cannot take this name",
-                    self.offsets.dir().display()
-                );
-            }
-            let pairs: Vec<(String, String)> = overrides.into_iter().collect();
-            let overrides = self
-                .canonical_overrides(&BTreeMap::new(), &pairs)
-                .map_err(|e| corrupt(&path, e.to_string()))?;
-            let config = self.effective_config(&overrides)?;
+            let (count, config, overrides) = match self.topic_from_metadata(&name, &path) {
+                Ok(topic) => topic,
+                Err(e) => {
+                    log::error!(
+                        "QUARANTINED topic {name:?}: {e}. The topic is not served and its \
+                         partition directories are left as they are; the other topics are \
+                         served. Repair the file (lines `topic={name}`, `partitions=N`, then \
+                         config overrides `key=value`), or remove it to have the partitions \
+                         adopted with the default config, and mount again",
+                    );
+                    quarantined.insert(name);
+                    continue;
+                }
+            };
             for partition in 0..count {
                 if !self.partition_dir(&name, partition).exists() {
                     log::info!(
@@ -1024,7 +1064,7 @@ impl Shared {
                     );
                 }
             }
-            let logs = self.open_partitions(&name, 0..count, &config)?;
+            let logs = self.open_partitions_with(&name, 0..count, &config, true)?;
             log::info!("loaded topic {name:?}: {count} partitions");
             topics.insert(
                 name,
@@ -1038,8 +1078,47 @@ impl Shared {
         Ok(())
     }
 
-    /// Warns about `<name>-<n>` directories that no topic claims. They are left alone.
-    fn warn_about_unclaimed_partitions(&self, topics: &BTreeMap<String, Topic>) -> Result<()> {
+    /// A topic's partition count, effective config and overrides, from its metadata file.
+    fn topic_from_metadata(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Result<(u32, LogConfig, BTreeMap<String, String>)> {
+        {
+            let (recorded, count, overrides) = self.read_metadata(path)?;
+            if let Some(recorded) = recorded.filter(|r| *r != name) {
+                return Err(corrupt(path, format!("names topic {recorded:?}")));
+            }
+            if name == CONSUMER_OFFSETS_TOPIC {
+                log::warn!(
+                    "topic {name:?} is a user topic made before the name was reserved for \
+                     consumer group offsets; it keeps serving as before (group offsets are \
+                     stored apart, in {}), but a new topic cannot take this name",
+                    self.offsets.dir().display()
+                );
+            }
+            let pairs: Vec<(String, String)> = overrides.into_iter().collect();
+            let overrides = self
+                .canonical_overrides(&BTreeMap::new(), &pairs)
+                .map_err(|e| corrupt(path, e.to_string()))?;
+            let config = self
+                .effective_config(&overrides)
+                .map_err(|e| corrupt(path, e.to_string()))?;
+            Ok((count, config, overrides))
+        }
+    }
+
+    /// `<name>-<n>` directories that no topic claims: when no metadata file of that name exists
+    /// (it was deleted or lost), the topic is adopted: metadata is written with `n` + 1
+    /// partitions (the largest found) and the mount's default config, loudly. Directories of a
+    /// quarantined topic, or beyond the partition count of a loaded one, are left alone with a
+    /// warning.
+    fn adopt_unclaimed_partitions(
+        &self,
+        topics: &mut BTreeMap<String, Topic>,
+        quarantined: &BTreeSet<String>,
+    ) -> Result<()> {
+        let mut orphans: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         for entry in fs::read_dir(&self.data_dir).at(&self.data_dir)? {
             let entry = entry.at(&self.data_dir)?;
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
@@ -1054,16 +1133,63 @@ impl Shared {
             let claimed = topics
                 .get(topic)
                 .is_some_and(|t| (partition as usize) < t.logs.len());
-            if !claimed {
+            if claimed {
+                continue;
+            }
+            let adoptable = !topics.contains_key(topic)
+                && !quarantined.contains(topic)
+                && topic != CONSUMER_OFFSETS_TOPIC
+                && LogManager::validate_topic_name(topic).is_ok()
+                && holds_segments(&entry.path());
+            if adoptable {
+                orphans
+                    .entry(topic.to_string())
+                    .or_default()
+                    .push(partition);
+            } else {
                 log::warn!(
-                    "partition directory {} belongs to no topic; left alone \
-                     (creating topic {topic:?} adopts it)",
+                    "partition directory {} belongs to no served topic; left alone",
                     entry.path().display()
                 );
             }
         }
+        for (name, mut found) in orphans {
+            found.sort_unstable();
+            let count = found.last().map_or(1, |last| last + 1);
+            let overrides = BTreeMap::new();
+            let config = self.effective_config(&overrides)?;
+            self.write_metadata(&name, count, &overrides)?;
+            log::error!(
+                "ADOPTED topic {name:?}: partition directories {found:?} were on disk but its \
+                 metadata file {} was missing; wrote it with {count} partitions and the mount's \
+                 default config. Set its config again if it had overrides, or delete the topic \
+                 through the mount if it should be gone",
+                self.metadata_path(&name).display()
+            );
+            let logs = self.open_partitions_with(&name, 0..count, &config, true)?;
+            topics.insert(
+                name,
+                Topic {
+                    logs,
+                    overrides,
+                    config,
+                },
+            );
+        }
         Ok(())
     }
+}
+
+/// Whether `dir` holds a segment (`<20 digits>.log`): lmqfs data, not someone's directory
+/// that happens to be named like a partition.
+fn holds_segments(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name().to_str().is_some_and(|name| {
+                super::segment::parse_segment_file_name(name, super::segment::LOG_SUFFIX).is_some()
+            })
+        })
+    })
 }
 
 /// Splits `<topic>-<partition>` where the partition is a canonical decimal number.
@@ -1135,7 +1261,21 @@ fn lock_data_dir(data_dir: &Path) -> Result<File> {
         .truncate(false)
         .mode(0o600)
         .open(&path)
-        .at(&path)?;
+        .map_err(|e| match e.raw_os_error() {
+            // The first write to the data directory: say what it needs, not just the errno.
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => EngineError::io(
+                &path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}: the data directory must be writable by this user; remount its \
+                         file system read-write, fix its permissions, or choose another \
+                         --data-dir"
+                    ),
+                ),
+            ),
+            _ => EngineError::io(&path, e),
+        })?;
     // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {

@@ -8,6 +8,7 @@ pub mod cleaner;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod io;
 pub mod keys;
 pub mod loader;
 pub mod log;

@@ -1,6 +1,6 @@
 //! One segment: a `.log` file of batches and its two indexes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use log::{info, warn};
 
 use super::error::IoResultExt;
 use super::index::{OffsetIndex, TimeIndex};
+use super::io::{file_system, FileHandle, OpenMode};
 use super::record::{self, BatchHeader, RecordError, BATCH_HEADER_SIZE, LOG_OVERHEAD};
 use super::{EngineError, Result};
 
@@ -58,6 +59,14 @@ pub struct RecoveryOutcome {
     pub batches: u64,
 }
 
+/// What [`LogSegment::verify_tail`] cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailRepair {
+    /// Where the invalid bytes started (the `.log`'s length now).
+    pub position: u32,
+    pub removed_bytes: u64,
+}
+
 /// A segment of a partition log: `<base>.log`, `<base>.index` and `<base>.timeindex`.
 ///
 /// The `.log` is a plain concatenation of v2 record batches (see [`crate::engine::record`]),
@@ -78,7 +87,7 @@ pub struct LogSegment {
     /// Appended to every file name: "" for a live segment, or `.cleaned`, `.swap`, `.deleted`
     /// while the cleaner or retention moves it (Kafka's file suffixes).
     file_suffix: String,
-    file: File,
+    file: Box<dyn FileHandle>,
     /// Valid bytes in the `.log`; the file is never longer except transiently during a write.
     size: u32,
     params: SegmentParams,
@@ -111,13 +120,7 @@ impl LogSegment {
         file_suffix: &str,
     ) -> Result<LogSegment> {
         let path = suffixed(segment_file(dir, base_offset, LOG_SUFFIX), file_suffix);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .at(&path)?;
+        let file = file_system().open(&path, OpenMode::Truncate).at(&path)?;
         for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             remove_if_exists(&suffixed(
                 segment_file(dir, base_offset, suffix),
@@ -136,12 +139,8 @@ impl LogSegment {
     /// Opens an existing segment without reading it: its size is the `.log` file's length.
     pub fn open(dir: &Path, base_offset: i64, params: SegmentParams) -> Result<LogSegment> {
         let path = segment_file(dir, base_offset, LOG_SUFFIX);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
-        let len = file.metadata().at(&path)?.len();
+        let file = file_system().open(&path, OpenMode::Existing).at(&path)?;
+        let len = file.size().at(&path)?;
         let size = u32::try_from(len).map_err(|_| EngineError::Corrupt {
             path: path.clone(),
             position: len,
@@ -153,7 +152,7 @@ impl LogSegment {
     fn from_file(
         dir: &Path,
         base_offset: i64,
-        file: File,
+        file: Box<dyn FileHandle>,
         size: u32,
         params: SegmentParams,
     ) -> Self {
@@ -236,7 +235,7 @@ impl LogSegment {
     pub fn change_log_suffix(&mut self, new_suffix: &str) -> Result<()> {
         let old_log = self.log_path();
         let new_log = self.resuffixed(&old_log, new_suffix);
-        std::fs::rename(&old_log, &new_log).at(&old_log)?;
+        file_system().rename(&old_log, &new_log).at(&old_log)?;
         self.file_suffix = new_suffix.to_string();
         Ok(())
     }
@@ -388,8 +387,18 @@ impl LogSegment {
         }
         self.open_indexes()?;
         self.load_max_timestamp()?;
+        // At most one entry per batch in each index: their blocks are reserved before the
+        // data is written, so indexing cannot fail half-way through an append.
+        self.offset_index_mut()?.reserve(batches.len())?;
+        self.time_index_mut()?.reserve(batches.len())?;
         let path = self.log_path();
-        self.file.write_all_at(data, self.size as u64).at(&path)?;
+        if let Err(e) = self.file.write_all_at(data, self.size as u64) {
+            // A full disk or a failing device: whatever part of it was written is cut off
+            // (best effort; if that fails too, `size` still hides it and the next append
+            // overwrites it, and the next start truncates it).
+            let _ = self.file.set_len(self.size as u64);
+            return Err(EngineError::io(&path, e));
+        }
         let mut position = self.size;
         for header in batches {
             self.index_batch(header, position)?;
@@ -511,9 +520,11 @@ impl LogSegment {
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at + LOG_OVERHEAD <= buf.len() {
+            // Damage after a good batch ends this answer; the next read starts at the damage
+            // and gets the error, so a reader has every batch before it.
             let header = match BatchHeader::parse(&buf[at..]) {
                 Ok(h) => h,
-                Err(RecordError::Truncated { .. }) if !batches.is_empty() => break,
+                Err(_) if !batches.is_empty() => break,
                 Err(e) => return Err(self.corrupt(first.position + at as u32, e)),
             };
             let total = header.total_size();
@@ -530,8 +541,12 @@ impl LogSegment {
                 break;
             }
             let bytes = &buf[at..at + total];
-            record::batch::verify_batch(bytes)
-                .map_err(|e| self.corrupt(first.position + at as u32, e))?;
+            if let Err(e) = record::batch::verify_batch(bytes) {
+                if batches.is_empty() {
+                    return Err(self.corrupt(first.position + at as u32, e));
+                }
+                break;
+            }
             batches.push((header, bytes.to_vec()));
             at += total;
         }
@@ -657,7 +672,7 @@ impl LogSegment {
         self.next_offset = Some(self.base_offset);
 
         let path = self.log_path();
-        let file_len = self.file.metadata().at(&path)?.len();
+        let file_len = self.file.size().at(&path)?;
         self.size = u32::try_from(file_len).unwrap_or(u32::MAX);
         let mut position: u32 = 0;
         let mut batches = 0u64;
@@ -720,6 +735,64 @@ impl LogSegment {
         })
     }
 
+    /// Checks the batches after the last offset index entry (at most `index.interval.bytes`
+    /// plus one batch): headers, lengths, CRCs and offsets. A clean-shutdown marker says the
+    /// daemon stopped cleanly, not that the bytes are intact (a torn write or garbage may follow
+    /// the last batch), so the loader checks the active segment's tail even then.
+    ///
+    /// Bytes at the end that do not form a whole batch (garbage, zeros, a batch cut short) are
+    /// truncated: nothing can be read past them. A whole batch whose CRC fails is kept (the
+    /// batches after it are intact); reads report it. Returns the truncation, if any.
+    pub fn verify_tail(&mut self) -> Result<Option<TailRepair>> {
+        let path = self.log_path();
+        let mut position = self.offset_index_mut()?.lookup(i64::MAX).position;
+        let mut next_offset = None;
+        let mut buf = Vec::new();
+        let mut damaged_batches = Vec::new();
+        while (position as u64) < self.size as u64 {
+            let header = match self.header_at(position) {
+                Ok(Some(h)) => h,
+                // Fewer bytes than a batch header, or a header that cannot be a batch's.
+                Ok(None) | Err(EngineError::Corrupt { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            if next_offset.is_some_and(|next| header.base_offset < next)
+                || header.last_offset_delta < 0
+            {
+                break;
+            }
+            buf.resize(header.total_size(), 0);
+            self.file
+                .read_exact_at(&mut buf, position as u64)
+                .at(&path)?;
+            if let Err(e) = record::batch::verify_batch(&buf) {
+                damaged_batches.push((position, e));
+            }
+            next_offset = Some(header.next_offset());
+            position += header.total_size() as u32;
+        }
+        for (at, e) in damaged_batches {
+            log::error!(
+                "{}: batch at position {at} is damaged ({e}); kept, and reads of it fail with EIO",
+                path.display()
+            );
+        }
+        if position as u64 >= self.size as u64 {
+            return Ok(None);
+        }
+        let removed = self.size as u64 - position as u64;
+        // With nothing valid after the last index entry, that entry names the invalid bytes.
+        let next = match next_offset {
+            Some(next) => next,
+            None => self.offset_index_mut()?.lookup(i64::MAX).offset,
+        };
+        self.truncate_at(position, next)?;
+        Ok(Some(TailRepair {
+            position,
+            removed_bytes: removed,
+        }))
+    }
+
     /// Removes every batch from the one containing `offset` on. Returns the bytes removed.
     pub fn truncate_to(&mut self, offset: i64) -> Result<u64> {
         let Some(location) = self.find_batch(offset)? else {
@@ -727,6 +800,13 @@ impl LogSegment {
         };
         let position = location.position;
         let removed = (self.size - position) as u64;
+        self.truncate_at(position, offset)?;
+        Ok(removed)
+    }
+
+    /// Cuts the `.log` at `position`, where the batch holding `offset` (or garbage) starts,
+    /// and the indexes before `offset`, then recomputes the in-memory facts.
+    fn truncate_at(&mut self, position: u32, offset: i64) -> Result<()> {
         self.offset_index_mut()?.truncate_to(offset)?;
         self.time_index_mut()?.truncate_to(offset)?;
         let path = self.log_path();
@@ -749,7 +829,7 @@ impl LogSegment {
             scan_from += h.total_size() as u32;
         }
         self.next_offset()?;
-        Ok(removed)
+        Ok(())
     }
 
     /// fsyncs the `.log` and msyncs the indexes.
@@ -815,7 +895,7 @@ impl LogSegment {
 
 /// Renames `from` to `to`; a missing `from` (an index never written) is not an error.
 fn rename_if_exists(from: &Path, to: &Path) -> Result<()> {
-    match std::fs::rename(from, to) {
+    match file_system().rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::io(from, e)),
@@ -907,7 +987,7 @@ impl BatchReader {
 }
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
+    match file_system().remove(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EngineError::io(path, e)),

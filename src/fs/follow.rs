@@ -241,6 +241,21 @@ impl LmqFs {
         Ok(info)
     }
 
+    /// [`Self::append_records`] of plain values (the lines of `append`).
+    pub(super) fn append_values(
+        &self,
+        p: &PartitionId,
+        log: &dyn Partition,
+        values: &[&[u8]],
+    ) -> Result<AppendInfo, StorageError> {
+        let info = log.append_values(values)?;
+        let listener = lock(&self.stream_listener).clone();
+        if let Some(listener) = listener {
+            listener.appended(p);
+        }
+        Ok(info)
+    }
+
     /// Tells the listener that `topic` is gone.
     pub(super) fn notify_topic_deleted(&self, topic: &str) {
         let listener = lock(&self.stream_listener).clone();

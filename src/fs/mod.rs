@@ -35,7 +35,6 @@ pub mod view;
 
 pub use error::{FsError, FsResult};
 pub use filesystem::{
-    AccessMode, Attr, CachePolicy, Caller, DirEntry, Entry, FileKind, FsOptions, LmqFs, Opened,
-    SetAttr,
+    AccessMode, Attr, CachePolicy, DirEntry, Entry, FileKind, FsOptions, LmqFs, Opened, SetAttr,
 };
 pub use follow::{StreamListener, StreamRead};

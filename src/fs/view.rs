@@ -37,7 +37,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::json::write_record_json;
 use crate::fs::node::ViewKind;
-use crate::storage::{decode_batch, Partition, Record, ViewGeneration};
+use crate::storage::{
+    decode_batch, for_each_record, Partition, Record, StorageError, ViewGeneration,
+};
 
 /// View bytes between checkpoints: bounds the forward scan of a read.
 pub const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
@@ -64,6 +66,27 @@ struct MapState {
     total_bytes: u64,
     bytes_since_checkpoint: u64,
     from_positions: HashMap<i64, u64>,
+    /// Damage in the log where mapping stopped (a batch failed its CRC, a torn or cut batch):
+    /// the view ends there, and a read at its end gets this error (EIO) instead of end of file.
+    damage: Option<Damage>,
+}
+
+/// Where a view's log is damaged: the engine's `Corrupt` error, kept to be answered again.
+#[derive(Debug, Clone)]
+struct Damage {
+    path: std::path::PathBuf,
+    position: u64,
+    reason: String,
+}
+
+impl Damage {
+    fn error(&self) -> FsError {
+        FsError::Storage(crate::storage::StorageError::Corrupt {
+            path: self.path.clone(),
+            position: self.position,
+            reason: self.reason.clone(),
+        })
+    }
 }
 
 /// The position map of one (partition, view kind, generation). See the module docs.
@@ -84,15 +107,38 @@ impl std::fmt::Debug for ViewMap {
     }
 }
 
-/// Bytes of `record` in a view of `kind`. `scratch` is reused for JSON rendering.
-fn rendered_len(kind: ViewKind, record: &Record, scratch: &mut Vec<u8>) -> u64 {
-    match kind {
-        ViewKind::Log => record.value.as_ref().map_or(0, Vec::len) as u64 + 1,
-        ViewKind::Jsonl => {
-            scratch.clear();
-            write_record_json(record, scratch);
-            scratch.len() as u64 + 1
+/// A record as a scan sees it: its value borrowed from the batch for `log` (no per-record
+/// allocation), the whole decoded record for `log.jsonl`.
+#[derive(Debug, Clone, Copy)]
+struct Seen<'a> {
+    offset: i64,
+    value: Option<&'a [u8]>,
+    /// Set for [`ViewKind::Jsonl`] scans only.
+    record: Option<&'a Record>,
+}
+
+impl<'a> Seen<'a> {
+    fn whole(record: &'a Record) -> Seen<'a> {
+        Seen {
+            offset: record.offset,
+            value: record.value.as_deref(),
+            record: Some(record),
         }
+    }
+
+    /// The record's JSON line (without `\n`) in `scratch`.
+    fn json<'s>(&self, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+        scratch.clear();
+        write_record_json(self.record.expect("JSON views scan whole records"), scratch);
+        scratch
+    }
+}
+
+/// Bytes of `record` in a view of `kind`. `scratch` is reused for JSON rendering.
+fn rendered_len(kind: ViewKind, record: &Seen, scratch: &mut Vec<u8>) -> u64 {
+    match kind {
+        ViewKind::Log => record.value.map_or(0, <[u8]>::len) as u64 + 1,
+        ViewKind::Jsonl => record.json(scratch).len() as u64 + 1,
     }
 }
 
@@ -100,23 +146,25 @@ fn rendered_len(kind: ViewKind, record: &Record, scratch: &mut Vec<u8>) -> u64 {
 /// the record starting at view byte `record_start`.
 fn copy_rendered(
     kind: ViewKind,
-    record: &Record,
+    record: &Seen,
     record_start: u64,
     from: u64,
     to: u64,
     scratch: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> u64 {
-    let empty = Vec::new();
-    let (body, newline): (&[u8], &[u8]) = match kind {
-        ViewKind::Log => (record.value.as_ref().unwrap_or(&empty), b"\n"),
-        ViewKind::Jsonl => {
-            scratch.clear();
-            write_record_json(record, scratch);
-            (scratch.as_slice(), b"\n")
-        }
+    let body: &[u8] = match kind {
+        ViewKind::Log => record.value.unwrap_or_default(),
+        ViewKind::Jsonl => record.json(scratch),
     };
-    let len = (body.len() + newline.len()) as u64;
+    let newline: &[u8] = b"\n";
+    let len = (body.len() + 1) as u64;
+    if from <= record_start && record_start + len <= to {
+        // The common case: the whole record.
+        out.extend_from_slice(body);
+        out.push(b'\n');
+        return len;
+    }
     let lo = from.saturating_sub(record_start).min(len) as usize;
     let hi = to.saturating_sub(record_start).min(len) as usize;
     for (piece_start, piece) in [(0usize, body), (body.len(), newline)] {
@@ -145,6 +193,7 @@ impl ViewMap {
                 total_bytes: 0,
                 bytes_since_checkpoint: 0,
                 from_positions: HashMap::new(),
+                damage: None,
             }),
         }
     }
@@ -168,26 +217,53 @@ impl ViewMap {
     }
 
     /// Decodes records from `start` on, calling `visit` for each record with offset >=
-    /// `start` until it returns false. Returns the offset after the last batch that was fully
-    /// visited (so a caller can skip trailing gaps left by compaction).
-    fn scan(&self, start: i64, mut visit: impl FnMut(&Record) -> bool) -> FsResult<i64> {
+    /// `start` until it returns false, asking the engine for about `chunk_bytes` of batches at
+    /// a time. Returns the offset after the last batch that was fully visited (so a caller can
+    /// skip trailing gaps left by compaction).
+    fn scan(
+        &self,
+        start: i64,
+        chunk_bytes: usize,
+        mut visit: impl FnMut(&Seen) -> bool,
+    ) -> FsResult<i64> {
         let mut offset = start;
+        let mut scratch = Vec::new();
         loop {
             let batches = self
                 .log
-                .fetch(self.generation.generation, offset, SCAN_CHUNK_BYTES)?;
+                .fetch(self.generation.generation, offset, chunk_bytes)?;
             let mut progressed = false;
             for fetched in batches {
                 let next = fetched.header.next_offset();
                 if next <= offset {
                     continue;
                 }
-                let decoded =
-                    decode_batch(&fetched.bytes).map_err(crate::storage::StorageError::from)?;
-                for record in decoded.records.iter().filter(|r| r.offset >= offset) {
-                    if !visit(record) {
-                        return Ok(offset);
+                let mut stopped = false;
+                match self.kind {
+                    ViewKind::Log => {
+                        for_each_record(&fetched.bytes, offset, &mut scratch, |r| {
+                            let seen = Seen {
+                                offset: r.offset,
+                                value: r.value,
+                                record: None,
+                            };
+                            stopped = !visit(&seen);
+                            !stopped
+                        })
+                        .map_err(StorageError::from)?;
                     }
+                    ViewKind::Jsonl => {
+                        let decoded = decode_batch(&fetched.bytes).map_err(StorageError::from)?;
+                        for record in decoded.records.iter().filter(|r| r.offset >= offset) {
+                            if !visit(&Seen::whole(record)) {
+                                stopped = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                if stopped {
+                    return Ok(offset);
                 }
                 offset = next;
                 progressed = true;
@@ -209,7 +285,7 @@ impl ViewMap {
         let mut scratch = Vec::new();
         let start = state.next_offset;
         let st = &mut *state;
-        let batch_end = self.scan(start, |record| {
+        let scanned = self.scan(start, SCAN_CHUNK_BYTES, |record| {
             if record.offset >= log_end_offset {
                 return false;
             }
@@ -229,7 +305,35 @@ impl ViewMap {
             st.bytes_since_checkpoint += len;
             st.next_offset = record.offset + 1;
             true
-        })?;
+        });
+        let batch_end = match scanned {
+            Ok(end) => end,
+            // Damaged data ends the view: every record before it stays readable, and a read
+            // at the end answers the damage (see `read`). Found again on each call.
+            Err(FsError::Storage(crate::storage::StorageError::Corrupt {
+                path,
+                position,
+                reason,
+            })) => {
+                if st.damage.is_none() {
+                    log::error!(
+                        "{}: the log is damaged at position {position} of {} ({reason}); its \
+                         views end there with EIO; `lmqfs dump-log --verify` on the file shows \
+                         the damage",
+                        self.log.location().display(),
+                        path.display()
+                    );
+                }
+                st.damage = Some(Damage {
+                    path,
+                    position,
+                    reason,
+                });
+                return Ok(st.total_bytes);
+            }
+            Err(e) => return Err(e),
+        };
+        st.damage = None;
         // Offsets with no record (compacted away) at the end of a fully visited batch.
         st.next_offset = st.next_offset.max(batch_end.min(log_end_offset));
         Ok(st.total_bytes)
@@ -253,7 +357,7 @@ impl ViewMap {
         let mut position = start.position;
         let mut scratch = Vec::new();
         let kind = self.kind;
-        self.scan(start.offset, |record| {
+        self.scan(start.offset, SCAN_CHUNK_BYTES, |record| {
             if record.offset >= offset {
                 return false;
             }
@@ -279,6 +383,11 @@ impl ViewMap {
     ) -> FsResult<(Vec<u8>, Option<Cursor>)> {
         let total = self.len_bytes()?;
         if position >= total || size == 0 {
+            if size > 0 && position == total {
+                if let Some(damage) = &self.lock().damage {
+                    return Err(damage.error());
+                }
+            }
             return Ok((Vec::new(), hint));
         }
         let end = total.min(position + size as u64);
@@ -300,7 +409,10 @@ impl ViewMap {
         let mut gone = false;
         let mut last = None;
         let kind = self.kind;
-        self.scan(start.offset, |record| {
+        // Batches take at least the view's bytes for `log` (plus record and batch overhead):
+        // one fetch covers most reads.
+        let chunk_bytes = (end - start.position) as usize + SCAN_CHUNK_BYTES;
+        self.scan(start.offset, chunk_bytes, |record| {
             if first {
                 first = false;
                 // A cursor always names a record that exists in this generation; another
@@ -354,7 +466,7 @@ impl ViewMap {
         let mut record_start = checkpoint.position;
         let mut scratch = Vec::new();
         let kind = self.kind;
-        self.scan(checkpoint.offset, |record| {
+        self.scan(checkpoint.offset, SCAN_CHUNK_BYTES, |record| {
             let end = record_start + rendered_len(kind, record, &mut scratch);
             if end > position {
                 return false;
@@ -394,26 +506,35 @@ mod tests {
     #[test]
     fn copy_rendered_slices_value_and_newline() {
         let r = record(3, Some(b"abc"));
+        let r = &Seen::whole(&r);
         let mut scratch = Vec::new();
         let mut out = Vec::new();
         assert_eq!(
-            copy_rendered(ViewKind::Log, &r, 10, 0, 100, &mut scratch, &mut out),
+            copy_rendered(ViewKind::Log, r, 10, 0, 100, &mut scratch, &mut out),
             4
         );
         assert_eq!(out, b"abc\n");
         out.clear();
-        copy_rendered(ViewKind::Log, &r, 10, 11, 14, &mut scratch, &mut out);
+        copy_rendered(ViewKind::Log, r, 10, 11, 14, &mut scratch, &mut out);
         assert_eq!(out, b"bc\n");
         out.clear();
-        copy_rendered(ViewKind::Log, &r, 10, 13, 20, &mut scratch, &mut out);
+        copy_rendered(ViewKind::Log, r, 10, 13, 20, &mut scratch, &mut out);
         assert_eq!(out, b"\n");
         out.clear();
-        copy_rendered(ViewKind::Log, &r, 10, 10, 12, &mut scratch, &mut out);
+        copy_rendered(ViewKind::Log, r, 10, 10, 12, &mut scratch, &mut out);
         assert_eq!(out, b"ab");
         out.clear();
         let tomb = record(4, None);
         assert_eq!(
-            copy_rendered(ViewKind::Log, &tomb, 0, 0, 9, &mut scratch, &mut out),
+            copy_rendered(
+                ViewKind::Log,
+                &Seen::whole(&tomb),
+                0,
+                0,
+                9,
+                &mut scratch,
+                &mut out
+            ),
             1
         );
         assert_eq!(out, b"\n");

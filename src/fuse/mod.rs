@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,8 @@ use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, PollEvents, PollFlags,
     PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyPoll, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, SessionACL,
+    TimeOrNow, WriteFlags,
 };
 use log::{debug, error, info, warn};
 
@@ -24,7 +25,7 @@ pub mod streams;
 
 use streams::Streams;
 
-use crate::fs::{AccessMode, Attr, CachePolicy, Caller, Entry, FileKind, FsError, LmqFs, SetAttr};
+use crate::fs::{AccessMode, Attr, CachePolicy, Entry, FileKind, FsError, LmqFs, SetAttr};
 use crate::storage::StorageError;
 
 /// Largest write the kernel sends in one request (its own cap is 1 MiB).
@@ -110,6 +111,8 @@ pub struct FuseAdapter {
     streams: Arc<Streams>,
     uid: u32,
     gid: u32,
+    /// Set by [`start`] once the session exists; taken by `destroy` (see there).
+    unmounter: Arc<Mutex<Option<fuser::SessionUnmounter>>>,
 }
 
 impl FuseAdapter {
@@ -119,6 +122,7 @@ impl FuseAdapter {
             streams,
             uid,
             gid,
+            unmounter: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -140,7 +144,7 @@ impl FuseAdapter {
             uid: self.uid,
             gid: self.gid,
             rdev: 0,
-            blksize: 4096,
+            blksize: attr.blksize,
             flags: 0,
         }
     }
@@ -192,6 +196,57 @@ impl Filesystem for FuseAdapter {
             }
         }
         Ok(())
+    }
+
+    /// The session is over (the kernel let go of the mount, or [`Running::unmount`] ran).
+    /// fuser unmounts once more when the session ends, which after a plain `umount` fails
+    /// with EINVAL and logs a warning; taking its unmounter here does that step instead, where
+    /// "not mounted any more" is the expected outcome of a clean unmount and stays quiet.
+    fn destroy(&mut self) {
+        let unmounter = self
+            .unmounter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut unmounter) = unmounter {
+            match unmounter.unmount() {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    debug!("session ended; the mount was already gone ({e})")
+                }
+                Err(e) => warn!("unmount after the session ended failed: {e}"),
+            }
+        }
+    }
+
+    /// No file of the interface is a terminal or takes control requests: ENOTTY, which is
+    /// what `isatty()` (TCGETS) and other probes of regular files expect, without a log line.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        debug!("ioctl {cmd:#x} on inode {ino}: ENOTTY");
+        reply.error(Errno::ENOTTY);
+    }
+
+    /// No extended attributes. ENOSYS (not ENODATA) makes the kernel stop asking for the rest
+    /// of the mount, so a write does not cost a `security.capability` lookup each time; the
+    /// first ask is expected and not logged.
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, _size: u32, reply: ReplyXattr) {
+        debug!("getxattr {name:?} on inode {ino}: no extended attributes");
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        debug!("listxattr on inode {ino}: no extended attributes");
+        reply.error(Errno::ENOSYS);
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -297,15 +352,15 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name, Caller { pid: req.pid() }) {
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(refuse(&format!("unlink {name:?}"), e)),
         }
     }
 
-    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name, Caller { pid: req.pid() }) {
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(refuse(&format!("rmdir {name:?}"), e)),
         }
@@ -568,6 +623,7 @@ pub fn start(fs: Arc<LmqFs>, settings: &MountSettings) -> io::Result<Running> {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let streams = Streams::start(Arc::clone(&fs))?;
     let adapter = FuseAdapter::new(fs, Arc::clone(&streams), uid, gid);
+    let destroy_unmounter = Arc::clone(&adapter.unmounter);
     let mut options = vec![
         MountOption::FSName(settings.fsname.clone()),
         // As a kernel option, so that the mount's type reads `fuse.lmqfs` also when the
@@ -595,6 +651,7 @@ pub fn start(fs: Arc<LmqFs>, settings: &MountSettings) -> io::Result<Running> {
     config.clone_fd = settings.threads > 1;
     let mut session = fuser::Session::new(adapter, &settings.mountpoint, &config)?;
     let unmounter = session.unmount_callable();
+    *destroy_unmounter.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.unmount_callable());
     let worker = std::thread::Builder::new()
         .name("fuse-session".into())
         .spawn(move || session.run())?;

@@ -50,8 +50,17 @@ impl Storage for LogManager {
     }
 
     fn partition(&self, topic: &str, partition: u32) -> Result<Arc<dyn Partition>> {
+        let log = self.log(topic, partition)?;
+        if let Some(reason) = log.unavailable_reason() {
+            // Quarantined at startup: everything under the partition answers EIO.
+            return Err(crate::engine::EngineError::Corrupt {
+                path: log.dir().to_path_buf(),
+                position: 0,
+                reason: format!("partition quarantined at startup: {reason}"),
+            });
+        }
         Ok(Arc::new(EmbeddedPartition {
-            log: self.log(topic, partition)?,
+            log,
             cleaner: self.cleanup_settings().cleaner,
             groups: Some(PartitionGroups {
                 offsets: Arc::clone(self.consumer_offsets()),
@@ -118,6 +127,10 @@ impl Partition for EmbeddedPartition {
 
     fn append(&self, records: &[NewRecord]) -> Result<AppendInfo> {
         self.log.append(records)
+    }
+
+    fn append_values(&self, values: &[&[u8]]) -> Result<AppendInfo> {
+        self.log.append_values(values)
     }
 
     fn fetch(&self, generation: u64, offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use crate::engine::log::{AppendInfo, FetchedBatch, LogStats, RollOutcome, SegmentInfo};
-pub use crate::engine::record::batch::decode_batch;
+pub use crate::engine::record::batch::{decode_batch, for_each_record, RecordRef};
 pub use crate::engine::{now_ms, EngineError as StorageError, Result};
 pub use crate::engine::{
     CompactionOutcome, Header, LogConfig, NewRecord, Record, RetentionOutcome, TimestampType,
@@ -85,6 +85,13 @@ pub trait Partition: Send + Sync {
 
     /// Produce: appends `records` atomically, readable by every reader when this returns.
     fn append(&self, records: &[NewRecord]) -> Result<AppendInfo>;
+
+    /// [`Self::append`] of plain values (no key, headers or timestamp), as lines of `append`
+    /// are. Storage that can encode them without a [`NewRecord`] each overrides this.
+    fn append_values(&self, values: &[&[u8]]) -> Result<AppendInfo> {
+        let records: Vec<NewRecord> = values.iter().map(|v| NewRecord::value(*v)).collect();
+        self.append(&records)
+    }
 
     /// Fetch: whole batches from the one holding `offset`, up to about `max_bytes` (at least
     /// one batch when any exists), as the log was at view generation `generation`.

@@ -265,6 +265,28 @@ impl Mount {
         force_unmount(&self.mnt);
     }
 
+    /// Kills the daemon with SIGKILL and leaves its dead mount in place (a stale mount, as a
+    /// crashed daemon leaves it; `Drop` still removes it).
+    pub fn kill9_leave_mount(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        child.kill().expect("kill -9 the daemon");
+        let _ = child.wait();
+    }
+
+    /// Sends `signal` to the daemon and waits for it to exit by itself; its exit status.
+    pub fn signal_and_wait(&mut self, signal: i32) -> ExitStatus {
+        let pid = self.pid() as libc::pid_t;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+        self.wait_exit()
+    }
+
+    /// Mounts again after the daemon stopped (by [`Mount::kill9`] or by itself), without
+    /// unmounting first; the start's error when it does not come up.
+    pub fn try_start(&mut self) -> Result<(), String> {
+        self.start()
+    }
+
     /// Unmounts cleanly (asserting exit status 0) if running, then mounts the same data
     /// directory again with the same options.
     pub fn remount(&mut self) {

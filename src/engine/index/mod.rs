@@ -11,12 +11,16 @@ pub mod time_index;
 pub use offset_index::{OffsetIndex, OffsetPosition};
 pub use time_index::{TimeIndex, TimestampOffset};
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::MmapMut;
 
 use crate::engine::error::{EngineError, IoResultExt, Result};
+use crate::engine::io::{file_system, FileHandle, OpenMode};
+
+/// Blocks of the file are reserved this many bytes at a time before entries are written into
+/// them through the mapping (see [`IndexFile::push`]).
+const RESERVE_BYTES: usize = 4096;
 
 /// Bytes at the end of an index that a lookup searches first (see [`IndexFile::search`]).
 const WARM_SECTION_BYTES: usize = 8192;
@@ -30,8 +34,11 @@ const WARM_SECTION_BYTES: usize = 8192;
 struct IndexFile {
     path: PathBuf,
     entry_size: usize,
+    file: Box<dyn FileHandle>,
     mmap: MmapMut,
     entries: usize,
+    /// Bytes from the start known to have disk blocks (written, or reserved by `push`).
+    reserved: usize,
     /// Bytes of a partial trailing entry the file had when opened. They are dropped at open,
     /// but such a file was not written by this code, so [`Self::check_length`] reports it until
     /// the entries are discarded.
@@ -42,14 +49,8 @@ impl IndexFile {
     /// Opens or creates `path`; existing whole entries are kept, and the file is sized to
     /// `max_index_size` rounded down to whole entries, but never below the existing entries.
     fn open(path: &Path, entry_size: usize, max_index_size: usize) -> Result<IndexFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .at(path)?;
-        let len = file.metadata().at(path)?.len();
+        let file = file_system().open(path, OpenMode::Create).at(path)?;
+        let len = file.size().at(path)?;
         let len = usize::try_from(len).map_err(|_| EngineError::CorruptIndex {
             path: path.to_path_buf(),
             reason: format!("file length {len} does not fit in memory"),
@@ -60,12 +61,14 @@ impl IndexFile {
         if size != len {
             file.set_len(size as u64).at(path)?;
         }
-        let mmap = map(&file, size, path)?;
+        let mmap = file.map(size).at(path)?;
         let index = IndexFile {
             path: path.to_path_buf(),
             entry_size,
+            file,
             mmap,
             entries,
+            reserved: entries * entry_size,
             partial_entry_bytes,
         };
         index.assert_invariants();
@@ -104,8 +107,31 @@ impl IndexFile {
         &self.mmap[n * self.entry_size..(n + 1) * self.entry_size]
     }
 
+    /// Reserves disk blocks for the next `count` entries (as many as fit), so the pushes of
+    /// an append cannot fail after its data was written: a full disk fails the append before
+    /// it writes anything.
+    fn reserve(&mut self, count: usize) -> Result<()> {
+        let end = ((self.entries + count) * self.entry_size).min(self.mmap.len());
+        if end <= self.reserved {
+            return Ok(());
+        }
+        let from = self.reserved - self.reserved % RESERVE_BYTES;
+        let to = end.div_ceil(RESERVE_BYTES) * RESERVE_BYTES;
+        let to = to.min(self.mmap.len());
+        self.file
+            .allocate(from as u64, (to - from) as u64)
+            .at(&self.path)?;
+        self.reserved = to;
+        Ok(())
+    }
+
     /// Writes `bytes` as the next entry. The caller has checked that the index is not full.
-    fn push(&mut self, bytes: &[u8]) {
+    ///
+    /// The preallocated part of the file is sparse: the first write into one of its pages
+    /// through the mapping needs a disk block, and on a full disk that would be a SIGBUS that
+    /// kills the daemon. So blocks are reserved (`fallocate`) ahead of the entries, where a
+    /// full disk is an ordinary error (ENOSPC) and nothing is written.
+    fn push(&mut self, bytes: &[u8]) -> Result<()> {
         assert_eq!(bytes.len(), self.entry_size);
         assert!(
             !self.is_full(),
@@ -113,8 +139,18 @@ impl IndexFile {
             self.path.display()
         );
         let start = self.entries * self.entry_size;
-        self.mmap[start..start + self.entry_size].copy_from_slice(bytes);
+        let end = start + self.entry_size;
+        if end > self.reserved {
+            let from = start - start % RESERVE_BYTES;
+            let to = (from + RESERVE_BYTES).max(end).min(self.mmap.len());
+            self.file
+                .allocate(from as u64, (to - from) as u64)
+                .at(&self.path)?;
+            self.reserved = to;
+        }
+        self.mmap[start..end].copy_from_slice(bytes);
         self.entries += 1;
+        Ok(())
     }
 
     /// Keeps the first `n` entries (no-op if there are fewer) and zeroes the dropped ones, so a
@@ -146,15 +182,11 @@ impl IndexFile {
         if size == self.mmap.len() {
             return Ok(());
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.path)
-            .at(&self.path)?;
         // The old mapping is not touched between the new length and the new mapping: its
         // pages past the new end would fault.
-        file.set_len(size as u64).at(&self.path)?;
-        self.mmap = map(&file, size, &self.path)?;
+        self.file.set_len(size as u64).at(&self.path)?;
+        self.mmap = self.file.map(size).at(&self.path)?;
+        self.reserved = self.reserved.min(size);
         self.assert_invariants();
         Ok(())
     }
@@ -170,14 +202,14 @@ impl IndexFile {
     fn delete(self) -> Result<()> {
         let IndexFile { path, mmap, .. } = self;
         drop(mmap);
-        match std::fs::remove_file(&path) {
+        match file_system().remove(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             other => other.at(&path),
         }
     }
 
     fn rename_to(&mut self, path: &Path) -> Result<()> {
-        std::fs::rename(&self.path, path).at(&self.path)?;
+        file_system().rename(&self.path, path).at(&self.path)?;
         self.path = path.to_path_buf();
         Ok(())
     }
@@ -244,13 +276,6 @@ impl IndexFile {
 
 fn round_down(n: usize, multiple: usize) -> usize {
     n - n % multiple
-}
-
-fn map(file: &std::fs::File, len: usize, path: &Path) -> Result<MmapMut> {
-    // SAFETY: the mapping is of a file only this process writes (the data directory is locked
-    // for one daemon) and whose length is `len` until this mapping is replaced. Mutations go
-    // through `&mut` on the owning index, so no aliasing writes race with reads.
-    unsafe { MmapOptions::new().len(len).map_mut(file) }.at(path)
 }
 
 fn be_u32(bytes: &[u8]) -> u32 {

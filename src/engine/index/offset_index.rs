@@ -67,6 +67,11 @@ impl OffsetIndex {
     pub fn max_entries(&self) -> usize {
         self.file.max_entries()
     }
+    /// Reserves disk blocks for the next `count` entries (see `IndexFile::reserve`).
+    pub fn reserve(&mut self, count: usize) -> Result<()> {
+        self.file.reserve(count)
+    }
+
     pub fn is_full(&self) -> bool {
         self.entries() >= self.max_entries()
     }
@@ -112,7 +117,7 @@ impl OffsetIndex {
         let mut bytes = [0u8; Self::ENTRY_SIZE];
         bytes[..4].copy_from_slice(&relative.to_be_bytes());
         bytes[4..].copy_from_slice(&position.to_be_bytes());
-        self.file.push(&bytes);
+        self.file.push(&bytes)?;
         debug_assert_eq!(
             self.entry(self.entries() - 1),
             OffsetPosition { offset, position }

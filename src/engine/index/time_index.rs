@@ -59,6 +59,11 @@ impl TimeIndex {
     pub fn max_entries(&self) -> usize {
         self.file.max_entries()
     }
+    /// Reserves disk blocks for the next `count` entries (see `IndexFile::reserve`).
+    pub fn reserve(&mut self, count: usize) -> Result<()> {
+        self.file.reserve(count)
+    }
+
     pub fn is_full(&self) -> bool {
         self.entries() >= self.max_entries()
     }
@@ -104,7 +109,7 @@ impl TimeIndex {
         let mut bytes = [0u8; Self::ENTRY_SIZE];
         bytes[..8].copy_from_slice(&timestamp.to_be_bytes());
         bytes[8..].copy_from_slice(&relative.to_be_bytes());
-        self.file.push(&bytes);
+        self.file.push(&bytes)?;
         debug_assert_eq!(self.last_entry(), TimestampOffset { timestamp, offset });
         Ok(())
     }

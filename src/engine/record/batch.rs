@@ -234,6 +234,92 @@ pub fn encode_batch(
     Ok(out)
 }
 
+/// Encodes plain values (no key, no headers, timestamp `now_ms`) as one v2 batch starting at
+/// `base_offset`: the bytes [`encode_batch`] writes for `NewRecord::value` of each, without a
+/// `NewRecord` per value. Errors only when `values` is empty or compression fails.
+pub fn encode_value_batch(
+    base_offset: i64,
+    values: &[&[u8]],
+    compression: Compression,
+    timestamp_type: TimestampType,
+    now_ms: i64,
+) -> Result<Vec<u8>, RecordError> {
+    if values.is_empty() {
+        return Err(RecordError::Empty);
+    }
+    let last_index = values.len() - 1;
+    let last_offset_delta =
+        i32::try_from(last_index).map_err(|_| RecordError::MalformedRecord {
+            index: last_index,
+            reason: format!("{} records do not fit one batch", values.len()),
+        })?;
+    let records_bytes: usize = values.iter().map(|v| v.len() + 16).sum();
+    let mut raw = Vec::with_capacity(BATCH_HEADER_SIZE + records_bytes);
+    if compression == Compression::None {
+        raw.resize(BATCH_HEADER_SIZE, 0);
+    }
+    for (index, value) in values.iter().enumerate() {
+        let value_len = i32::try_from(value.len()).map_err(|_| RecordError::MalformedRecord {
+            index,
+            reason: format!(
+                "value of {} bytes exceeds the format's 2 GiB limit",
+                value.len()
+            ),
+        })?;
+        let offset_delta = index as i32;
+        // attributes, timestamp delta 0, offset delta, null key, value, no headers.
+        let body_size = 1
+            + 1
+            + varint::varint_size(offset_delta)
+            + 1
+            + varint::varint_size(value_len)
+            + value.len()
+            + 1;
+        let body_len = i32::try_from(body_size).map_err(|_| RecordError::MalformedRecord {
+            index,
+            reason: format!("record of {body_size} bytes exceeds the format's 2 GiB limit"),
+        })?;
+        varint::write_varint(&mut raw, body_len);
+        raw.extend_from_slice(&[0, 0]);
+        varint::write_varint(&mut raw, offset_delta);
+        varint::write_varint(&mut raw, -1);
+        varint::write_varint(&mut raw, value_len);
+        raw.extend_from_slice(value);
+        raw.push(0);
+    }
+    let mut out = if compression == Compression::None {
+        raw
+    } else {
+        let compressed = compression::compress(compression, &raw)?;
+        let mut out = Vec::with_capacity(BATCH_HEADER_SIZE + compressed.len());
+        out.resize(BATCH_HEADER_SIZE, 0);
+        out.extend_from_slice(&compressed);
+        out
+    };
+    let batch_length = batch_length(&out, last_index)?;
+    let mut attributes = compression as i16;
+    if timestamp_type == TimestampType::LogAppendTime {
+        attributes |= TIMESTAMP_TYPE_MASK;
+    }
+    let header = BatchHeader {
+        base_offset,
+        batch_length,
+        partition_leader_epoch: 0,
+        magic: MAGIC_V2,
+        crc: 0,
+        attributes,
+        last_offset_delta,
+        base_timestamp: now_ms,
+        max_timestamp: now_ms,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        base_sequence: NO_SEQUENCE,
+        records_count: last_offset_delta + 1,
+    };
+    seal(&header, &mut out);
+    Ok(out)
+}
+
 /// Re-encodes the `records` kept from the batch `original` (a non-empty subset of its records,
 /// in offset order), as Kafka's cleaner does: same base offset, codec (the records are
 /// recompressed), timestamp type, producer fields and leader epoch; each record keeps its offset,
@@ -383,6 +469,180 @@ pub fn decode_batch(buf: &[u8]) -> Result<DecodedBatch, RecordError> {
         decode_records(&header, &raw)?
     };
     Ok(DecodedBatch { header, records })
+}
+
+/// A record of a batch, borrowed from the batch's bytes: what [`for_each_record`] visits.
+/// Its headers are not parsed (views of values do not need them); use [`decode_batch`] for
+/// whole records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Visits the records of one whole batch (`buf` is exactly one batch, CRC verified as
+/// [`decode_batch`] does) in order, without allocating per record, until `visit` returns
+/// false. Only records with offset >= `from_offset` are visited; records of an uncompressed
+/// batch before it are skipped by their length prefix alone, so finding one record in a large
+/// batch reads each earlier record's first byte or two. A compressed batch is decompressed
+/// once into `scratch`. Returns the batch header.
+///
+/// The records visited are exactly those [`decode_batch`] returns; a malformed record is
+/// the same [`RecordError`] (records skipped by length are checked only for fitting).
+pub fn for_each_record<'a>(
+    buf: &'a [u8],
+    from_offset: i64,
+    scratch: &'a mut Vec<u8>,
+    mut visit: impl FnMut(RecordRef<'a>) -> bool,
+) -> Result<BatchHeader, RecordError> {
+    walk_records(buf, true, from_offset, scratch, |context, index, body| {
+        let record = record_ref(context, index, body)?;
+        Ok(record.offset < from_offset || visit(record))
+    })
+}
+
+/// The record at `offset` in one whole batch (CRC verified), decoded alone: the records before
+/// it are skipped by their length prefix (see [`for_each_record`]). `None` when the batch has
+/// no record at `offset` (compaction removed it, or it is outside the batch).
+pub fn find_record(buf: &[u8], offset: i64) -> Result<Option<Record>, RecordError> {
+    find_record_in(buf, true, offset)
+}
+
+/// [`find_record`] in a batch whose CRC was verified when it was read (a cached batch): the
+/// CRC is not computed again.
+pub fn find_record_in_verified(buf: &[u8], offset: i64) -> Result<Option<Record>, RecordError> {
+    find_record_in(buf, false, offset)
+}
+
+fn find_record_in(buf: &[u8], verify: bool, offset: i64) -> Result<Option<Record>, RecordError> {
+    let mut scratch = Vec::new();
+    let mut found = None;
+    walk_records(buf, verify, offset, &mut scratch, |context, index, body| {
+        let record = decode_record(context, index, body)?;
+        if record.offset == offset {
+            found = Some(record);
+        }
+        Ok(false)
+    })?;
+    Ok(found)
+}
+
+/// The loop of [`for_each_record`]: calls `visit` with each record's body from the first
+/// record whose offset may be >= `from_offset`, until it returns false. `verify`: check the
+/// CRC (else only that `buf` is exactly one batch).
+fn walk_records<'a>(
+    buf: &'a [u8],
+    verify: bool,
+    from_offset: i64,
+    scratch: &'a mut Vec<u8>,
+    mut visit: impl FnMut(&RecordContext, usize, &'a [u8]) -> Result<bool, RecordError>,
+) -> Result<BatchHeader, RecordError> {
+    let header = if verify {
+        verify_batch(buf)?
+    } else {
+        let header = BatchHeader::parse(buf)?;
+        if buf.len() != header.total_size() {
+            return Err(RecordError::InvalidBatchLength(header.batch_length));
+        }
+        header
+    };
+    let codec = header.compression()?;
+    let section: &'a [u8] = if codec == Compression::None {
+        &buf[BATCH_HEADER_SIZE..]
+    } else {
+        *scratch = compression::decompress(codec, &buf[BATCH_HEADER_SIZE..])?;
+        scratch.as_slice()
+    };
+    let declared = header.records_count;
+    let Ok(count) = usize::try_from(declared) else {
+        return Err(RecordError::RecordCountMismatch {
+            declared,
+            actual: 0,
+        });
+    };
+    let context = RecordContext {
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+        max_timestamp: header.max_timestamp,
+        timestamp_type: header.timestamp_type(),
+    };
+    let mut rest = section;
+    for index in 0..count {
+        if rest.is_empty() {
+            return Err(RecordError::RecordCountMismatch {
+                declared,
+                actual: index,
+            });
+        }
+        let mut cursor = Cursor { buf: rest, index };
+        let body_len = cursor.varint()?;
+        let body_len =
+            usize::try_from(body_len).map_err(|_| cursor.malformed("negative record length"))?;
+        let body = cursor.take(body_len, "record body")?;
+        rest = cursor.buf;
+        if header.base_offset.wrapping_add(index as i64) < from_offset {
+            // Offset deltas strictly increase from 0, so delta >= index: only a record whose
+            // index puts it before `from_offset` needs its delta read to know.
+            let mut c = Cursor { buf: body, index };
+            c.take(1, "attributes")?;
+            c.varlong()?;
+            if header.base_offset.wrapping_add(c.varint()? as i64) < from_offset {
+                continue;
+            }
+        }
+        if !visit(&context, index, body)? {
+            return Ok(header);
+        }
+    }
+    if !rest.is_empty() {
+        return Err(RecordError::MalformedRecord {
+            index: count,
+            reason: format!("{} bytes after the {count} declared records", rest.len()),
+        });
+    }
+    Ok(header)
+}
+
+fn record_ref<'a>(
+    ctx: &RecordContext,
+    index: usize,
+    body: &'a [u8],
+) -> Result<RecordRef<'a>, RecordError> {
+    let mut c = Cursor { buf: body, index };
+    let _attributes = c.take(1, "attributes")?;
+    let timestamp_delta = c.varlong()?;
+    let offset_delta = c.varint()?;
+    let key = c.nullable_slice("key")?;
+    let value = c.nullable_slice("value")?;
+    let header_count = c.varint()?;
+    let header_count =
+        usize::try_from(header_count).map_err(|_| c.malformed("negative header count"))?;
+    for _ in 0..header_count {
+        let key_len = c.varint()?;
+        let key_len =
+            usize::try_from(key_len).map_err(|_| c.malformed("negative header key length"))?;
+        let key_bytes = c.take(key_len, "header key")?;
+        std::str::from_utf8(key_bytes).map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?;
+        c.nullable_slice("header value")?;
+    }
+    if !c.buf.is_empty() {
+        return Err(c.malformed(&format!(
+            "{} bytes left over inside the record",
+            c.buf.len()
+        )));
+    }
+    let timestamp = match ctx.timestamp_type {
+        TimestampType::CreateTime => ctx.base_timestamp.wrapping_add(timestamp_delta),
+        TimestampType::LogAppendTime => ctx.max_timestamp,
+    };
+    Ok(RecordRef {
+        offset: ctx.base_offset.wrapping_add(offset_delta as i64),
+        timestamp,
+        key,
+        value,
+    })
 }
 
 /// Overwrites the `base_offset` field of an encoded batch in place (not covered by the CRC).
@@ -660,10 +920,16 @@ impl<'a> Cursor<'a> {
     /// A varint length (-1 = null) and that many bytes.
     #[inline]
     fn nullable_bytes(&mut self, what: &str) -> Result<Option<Vec<u8>>, RecordError> {
+        Ok(self.nullable_slice(what)?.map(<[u8]>::to_vec))
+    }
+
+    /// [`Self::nullable_bytes`], borrowed.
+    #[inline]
+    fn nullable_slice(&mut self, what: &str) -> Result<Option<&'a [u8]>, RecordError> {
         match self.varint()? {
             -1 => Ok(None),
             len if len < 0 => Err(self.malformed(&format!("{what} length {len}"))),
-            len => Ok(Some(self.take(len as usize, what)?.to_vec())),
+            len => Ok(Some(self.take(len as usize, what)?)),
         }
     }
 }
@@ -793,6 +1059,93 @@ mod tests {
 
     fn be_i64(buf: &[u8], at: usize) -> i64 {
         i64::from_be_bytes(buf[at..at + 8].try_into().unwrap())
+    }
+
+    #[test]
+    fn value_batches_are_the_bytes_of_value_records() {
+        let values: Vec<Vec<u8>> = vec![b"a".to_vec(), vec![], vec![b'x'; 300], b"last".to_vec()];
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let records: Vec<NewRecord> = values.iter().cloned().map(NewRecord::value).collect();
+        for codec in Compression::ALL {
+            for ts_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+                let fast = encode_value_batch(7, &refs, codec, ts_type, NOW).unwrap();
+                let slow = encode_batch(7, &records, codec, ts_type, NOW).unwrap();
+                if codec == Compression::None || codec == Compression::Lz4 {
+                    assert_eq!(fast, slow, "{codec:?} {ts_type:?}");
+                }
+                assert_eq!(
+                    decode_batch(&fast).unwrap(),
+                    decode_batch(&slow).unwrap(),
+                    "{codec:?} {ts_type:?}"
+                );
+            }
+        }
+        assert_eq!(
+            encode_value_batch(0, &[], Compression::None, TimestampType::CreateTime, NOW),
+            Err(RecordError::Empty)
+        );
+    }
+
+    #[test]
+    fn for_each_record_visits_what_decode_batch_returns() {
+        let records = sample_records();
+        for codec in Compression::ALL {
+            for ts_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+                let buf = encode_batch(42, &records, codec, ts_type, NOW).unwrap();
+                let decoded = decode_batch(&buf).unwrap().records;
+                for from in [0, 42, 44, 46, 47] {
+                    let mut scratch = Vec::new();
+                    let mut seen = Vec::new();
+                    let header = for_each_record(&buf, from, &mut scratch, |r| {
+                        seen.push((
+                            r.offset,
+                            r.timestamp,
+                            r.key.map(<[u8]>::to_vec),
+                            r.value.map(<[u8]>::to_vec),
+                        ));
+                        true
+                    })
+                    .unwrap();
+                    assert_eq!(header.base_offset, 42);
+                    let want: Vec<_> = decoded
+                        .iter()
+                        .filter(|r| r.offset >= from)
+                        .map(|r| (r.offset, r.timestamp, r.key.clone(), r.value.clone()))
+                        .collect();
+                    assert_eq!(seen, want, "{codec:?} {ts_type:?} from {from}");
+                }
+                let mut scratch = Vec::new();
+                let mut first = None;
+                for_each_record(&buf, 43, &mut scratch, |r| {
+                    first = Some(r.offset);
+                    false
+                })
+                .unwrap();
+                assert_eq!(first, Some(43), "stops when told");
+                for offset in [41, 42, 45, 46, 47] {
+                    let want = decoded.iter().find(|r| r.offset == offset);
+                    assert_eq!(find_record(&buf, offset).unwrap().as_ref(), want);
+                    assert_eq!(
+                        find_record_in_verified(&buf, offset).unwrap().as_ref(),
+                        want
+                    );
+                }
+            }
+        }
+        let mut bad = encode_batch(
+            0,
+            &records,
+            Compression::None,
+            TimestampType::CreateTime,
+            NOW,
+        )
+        .unwrap();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            for_each_record(&bad, 0, &mut Vec::new(), |_| true),
+            Err(RecordError::CrcMismatch { .. })
+        ));
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub mod compression;
 pub mod varint;
 
 pub use batch::{
-    decode_batch, encode_batch, set_base_offset, verify_batch, BatchHeader, DecodedBatch,
+    decode_batch, encode_batch, encode_value_batch, find_record, for_each_record, set_base_offset,
+    verify_batch, BatchHeader, DecodedBatch, RecordRef,
 };
 pub use compression::MAX_DECOMPRESSED_BYTES;
 
