@@ -199,7 +199,10 @@ pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from("| section | figure | lmqfs | floor | ratio | bar | |\n");
     out.push_str("|---|---|---|---|---|---|---|\n");
     for row in rows {
-        let cells = row.cells();
+        // `<offset>` would read as an HTML tag.
+        let cells = row
+            .cells()
+            .map(|c| c.replace('<', "&lt;").replace('>', "&gt;"));
         let _ = writeln!(out, "| {} | {} |", row.section, cells.join(" | "));
     }
     out
