@@ -822,6 +822,8 @@ pub fn store_view_state(maps: &[Arc<ViewMap>]) -> FsResult<bool> {
             }
         }
     }
+    // A stable order (log, then log.jsonl): the same maps always encode the same bytes.
+    stored.sort_by_key(|m| m.kind == ViewKind::Jsonl);
     let mapped_to = stored.iter().map(|m| m.next_offset).max().unwrap_or(0);
     let state = ViewState {
         log_start_offset: generation.log_start_offset,
