@@ -515,6 +515,12 @@ impl LmqFs {
             return Ok(map.clone());
         }
         let log = self.partition_log(&view.partition)?;
+        let generation = crate::storage::ViewGeneration {
+            generation: view.generation,
+            log_start_offset: view.start_offset,
+        };
+        // Outside the table's lock: a new map may read its stored state from disk.
+        let map = Arc::new(ViewMap::new(log, view.kind, generation));
         let mut views = lock(&self.views);
         if let Some(map) = views.get(&key) {
             return Ok(map.clone());
@@ -523,11 +529,6 @@ impl LmqFs {
         views.retain(|k, _| {
             !(k.partition == key.partition && k.kind == key.kind && k.generation < key.generation)
         });
-        let generation = crate::storage::ViewGeneration {
-            generation: view.generation,
-            log_start_offset: view.start_offset,
-        };
-        let map = Arc::new(ViewMap::new(log, view.kind, generation));
         views.insert(key, map.clone());
         Ok(map)
     }
