@@ -240,3 +240,26 @@ fn compaction_makes_stored_state_stale() {
     assert!(log.contains("stored view state ignored (stale"), "{log}");
     assert!(!log.contains("view resumed"), "{log}");
 }
+
+#[test]
+fn kill_9_drops_the_stored_state_and_views_stay_exact() {
+    let Some(mut m) = Mount::new() else { return };
+    m.create_topic("t", 1);
+    append_lines(&m, "t/0", 0, 2000);
+    views(&m, "t/0", 100);
+    clean_unmount(&mut m);
+    let state = state_file(&m, "t-0");
+    assert!(state.exists());
+    m.remount();
+    append_lines(&m, "t/0", 2000, 300);
+    let expected = views(&m, "t/0", 2100);
+    m.kill9();
+    // The next start recovers the log and drops the state, which may no longer describe it.
+    m.remount();
+    let after = views(&m, "t/0", 2100);
+    assert_eq!(after, expected);
+    assert!(!state.exists(), "the state outlived an unclean stop");
+    let log = m.daemon_log();
+    assert!(!log.contains("view resumed"), "{log}");
+    assert!(log.contains("unclean shutdown"), "{log}");
+}
