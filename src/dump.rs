@@ -40,6 +40,7 @@ const PARTITION_METADATA_FILES: &[&str] = &[
     crate::engine::cleaner::CLEANER_CHECKPOINT_FILE,
     crate::engine::cleaner::SWAP_MARKER_FILE,
     crate::engine::keys::KEYS_SNAPSHOT_FILE,
+    crate::engine::log::VIEW_STATE_FILE,
 ];
 
 /// Prints every batch and record of each `.log` file (and the entries of each `.index` /

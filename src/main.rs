@@ -504,6 +504,7 @@ fn serve(
 
     readiness.report("ready\n");
     let outcome = wait_and_stop(&mut running, &rx, &mountpoint);
+    fs.store_view_states();
     if let Err(e) = fs.flush_all() {
         warn!("flush before shutdown failed: {e}");
     }

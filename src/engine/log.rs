@@ -6,6 +6,8 @@
 //! - `lmqfs-cleaner-checkpoint`: the first offset compaction has not seen
 //!   ([`super::cleaner`]), and `lmqfs-cleaner-swap` while a compaction swap is in flight;
 //! - `lmqfs-keys-snapshot`: the key index as of the last clean close ([`super::keys`]);
+//! - `lmqfs-view-state`: an opaque blob the file layer stored about the log's records (its view
+//!   position maps), kept only while it still describes them ([`Log::store_view_state`]);
 //! - `*.deleted`: segments retention or compaction removed, kept for `file.delete.delay.ms`.
 //!
 //! Cleanup and readers: retention and compaction never rewrite a segment in place; they take
@@ -172,6 +174,8 @@ struct LogInner {
     keys: Option<KeyIndex>,
     /// Where a test makes a swap stop (see [`Log::set_swap_crash`]).
     swap_crash: Option<(cleaner::SwapStep, usize)>,
+    /// The view generation the `lmqfs-view-state` file describes, if there is one.
+    view_state_generation: Option<u64>,
 }
 
 /// A segment no longer in the log, kept for readers of the generations that had it.
@@ -207,6 +211,14 @@ impl Log {
             );
             KeyIndex::remove_snapshot(dir)?;
         }
+        // Like the key snapshot, the view state describes the log as it was at the last clean
+        // close; after an unclean stop the log may differ, so it is dropped.
+        let view_state_generation = if loaded.recovered {
+            remove_view_state(dir)?;
+            None
+        } else {
+            dir.join(VIEW_STATE_FILE).exists().then_some(0)
+        };
         let first_dirty_offset = CleanerCheckpoint::read(dir)
             .unwrap_or_else(|e| {
                 warn!("{e}; compaction starts again from the log start");
@@ -239,6 +251,7 @@ impl Log {
                 next_tombstone_horizon_ms: None,
                 keys: None,
                 swap_crash: None,
+                view_state_generation,
             }),
             unavailable: None,
         })
@@ -274,6 +287,7 @@ impl Log {
                 next_tombstone_horizon_ms: None,
                 keys: None,
                 swap_crash: None,
+                view_state_generation: None,
             }),
             unavailable: Some(reason),
         }
@@ -1106,6 +1120,41 @@ impl Log {
         self.lock().swap_crash = crash;
     }
 
+    /// Stores `state`, an opaque blob the caller derived from the records of view generation
+    /// `generation`, in `lmqfs-view-state` (atomically). Returns false, storing nothing, when
+    /// the log has moved on to another generation. The file is kept across a clean close while
+    /// the generation it describes is still the current one, removed otherwise (at close, and
+    /// at open after an unclean stop), so what [`Self::load_view_state`] returns always
+    /// describes a prefix of the log (records appended later are not in it).
+    pub fn store_view_state(&self, generation: u64, state: &[u8]) -> Result<bool> {
+        let mut inner = self.lock_open()?;
+        if generation != inner.generation {
+            return Ok(false);
+        }
+        checkpoint::write_atomically(&self.dir.join(VIEW_STATE_FILE), state)?;
+        inner.view_state_generation = Some(generation);
+        Ok(true)
+    }
+
+    /// The blob last stored by [`Self::store_view_state`] when it still describes the current
+    /// generation's records (a prefix of them), `None` otherwise or when it cannot be read.
+    pub fn load_view_state(&self) -> Option<Vec<u8>> {
+        {
+            let inner = self.lock();
+            if inner.closed || inner.view_state_generation != Some(inner.generation) {
+                return None;
+            }
+        }
+        let path = self.dir.join(VIEW_STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                info!("{}: cannot read it ({e})", path.display());
+                None
+            }
+        }
+    }
+
     /// Flushes, trims the active indexes and writes the clean-shutdown marker. The log refuses
     /// further changes. Idempotent.
     pub fn close(&self) -> Result<()> {
@@ -1124,6 +1173,15 @@ impl Log {
         if let Some(keys) = &inner.keys {
             keys.write_snapshot(&self.dir)?;
         }
+        if inner
+            .view_state_generation
+            .is_some_and(|g| g != inner.generation)
+        {
+            // Records below the log end were removed since it was stored: it no longer
+            // describes the log.
+            remove_view_state(&self.dir)?;
+            inner.view_state_generation = None;
+        }
         checkpoint::write_clean_shutdown_marker(&self.dir)?;
         inner.closed = true;
         info!(
@@ -1132,6 +1190,19 @@ impl Log {
             inner.log_end_offset
         );
         Ok(())
+    }
+}
+
+/// File name of the blob [`Log::store_view_state`] stores.
+pub const VIEW_STATE_FILE: &str = "lmqfs-view-state";
+
+/// Removes the view state file, if any (durably).
+fn remove_view_state(dir: &Path) -> Result<()> {
+    let path = dir.join(VIEW_STATE_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => checkpoint::fsync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EngineError::io(&path, e)),
     }
 }
 

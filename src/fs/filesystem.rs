@@ -515,6 +515,12 @@ impl LmqFs {
             return Ok(map.clone());
         }
         let log = self.partition_log(&view.partition)?;
+        let generation = crate::storage::ViewGeneration {
+            generation: view.generation,
+            log_start_offset: view.start_offset,
+        };
+        // Outside the table's lock: a new map may read its stored state from disk.
+        let map = Arc::new(ViewMap::new(log, view.kind, generation));
         let mut views = lock(&self.views);
         if let Some(map) = views.get(&key) {
             return Ok(map.clone());
@@ -523,11 +529,6 @@ impl LmqFs {
         views.retain(|k, _| {
             !(k.partition == key.partition && k.kind == key.kind && k.generation < key.generation)
         });
-        let generation = crate::storage::ViewGeneration {
-            generation: view.generation,
-            log_start_offset: view.start_offset,
-        };
-        let map = Arc::new(ViewMap::new(log, view.kind, generation));
         views.insert(key, map.clone());
         Ok(map)
     }
@@ -1346,6 +1347,38 @@ impl LmqFs {
     /// Flushes every log (used before shutdown).
     pub fn flush_all(&self) -> FsResult<()> {
         self.storage.flush_all().map_err(FsError::from)
+    }
+
+    /// At a clean stop: stores each partition's view position maps (see
+    /// [`crate::fs::view::store_view_state`]) so the first `stat` after a restart does not map
+    /// the whole log again. Failures are logged; the next start then maps from the log.
+    pub fn store_view_states(&self) {
+        let mut by_partition: HashMap<PartitionId, Vec<Arc<ViewMap>>> = HashMap::new();
+        for (key, map) in lock(&self.views).iter() {
+            by_partition
+                .entry(key.partition.clone())
+                .or_default()
+                .push(map.clone());
+        }
+        let mut stored = 0usize;
+        for (_, mut maps) in by_partition {
+            // The newest generation's maps only (older ones are dropped from the table as a
+            // newer one appears, so this is the usual case anyway).
+            let newest = maps.iter().map(|m| m.generation().generation).max();
+            maps.retain(|m| Some(m.generation().generation) == newest);
+            match crate::fs::view::store_view_state(&maps) {
+                Ok(true) => stored += 1,
+                Ok(false) => {}
+                Err(e) => log::warn!(
+                    "{}: could not store its view state ({e}); the next start maps its views \
+                     from the log",
+                    maps[0].log().location().display()
+                ),
+            }
+        }
+        if stored > 0 {
+            log::info!("stored the view state of {stored} partition(s)");
+        }
     }
 }
 

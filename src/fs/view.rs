@@ -27,6 +27,15 @@
 //! exist: the first checkpoint names the generation's start until the first record is mapped,
 //! then that record.
 //!
+//! Persistence: a clean stop stores each partition's maps ([`store_view_state`], a
+//! [`ViewState`] blob kept by storage through [`Partition::store_view_state`]), and a new map of
+//! the same records resumes from it ([`ViewMap::new`]), so the first `stat` after a restart maps
+//! only the records appended after the stored state. The blob is checksummed and checked against
+//! the log (its start offset, its end, and the segments it covered, by base offset and size); a
+//! blob that is missing, corrupt or stale is ignored with a log line and the map is built from
+//! the log. Storage drops the blob when records below the log end are removed (retention,
+//! compaction, `delete-records`, truncation) or after an unclean stop.
+//!
 //! Thread-safety: the map's state is behind one `Mutex`; decoding for a read happens outside
 //! it (only the checkpoint lookup is under the lock), while extension holds it so that two
 //! concurrent extenders cannot both append the same records.
@@ -178,23 +187,44 @@ fn copy_rendered(
 }
 
 impl ViewMap {
+    /// A map of `log`'s records in `generation`, resumed from the state a clean stop stored
+    /// when that state is valid (see the module docs), else empty.
     pub fn new(log: Arc<dyn Partition>, kind: ViewKind, generation: ViewGeneration) -> ViewMap {
         let start = generation.log_start_offset;
+        let mut state = MapState {
+            checkpoints: vec![Cursor {
+                offset: start,
+                position: 0,
+            }],
+            next_offset: start,
+            total_bytes: 0,
+            bytes_since_checkpoint: 0,
+            from_positions: HashMap::new(),
+            damage: None,
+        };
+        if let Some(stored) = load_map_state(log.as_ref(), kind, generation) {
+            state.bytes_since_checkpoint =
+                stored.total_bytes - stored.checkpoints.last().map_or(0, |c| c.position);
+            state.checkpoints = stored.checkpoints;
+            state.next_offset = stored.next_offset;
+            state.total_bytes = stored.total_bytes;
+        }
         ViewMap {
             log,
             kind,
             generation,
-            state: Mutex::new(MapState {
-                checkpoints: vec![Cursor {
-                    offset: start,
-                    position: 0,
-                }],
-                next_offset: start,
-                total_bytes: 0,
-                bytes_since_checkpoint: 0,
-                from_positions: HashMap::new(),
-                damage: None,
-            }),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// What this map has learned, for [`store_view_state`].
+    fn stored(&self) -> StoredMap {
+        let state = self.lock();
+        StoredMap {
+            kind: self.kind,
+            next_offset: state.next_offset,
+            total_bytes: state.total_bytes,
+            checkpoints: state.checkpoints.clone(),
         }
     }
 
@@ -479,6 +509,335 @@ impl ViewMap {
     }
 }
 
+// ----- persistence -------------------------------------------------------------------------
+
+/// First bytes of a stored [`ViewState`].
+const STATE_MAGIC: &[u8; 4] = b"LMQV";
+/// The [`ViewState`] encoding this code writes and reads.
+const STATE_VERSION: u32 = 1;
+
+/// One map's state as stored: the checkpoints, the first offset not mapped and the length of
+/// the view up to it. (Bytes since the last checkpoint are `total_bytes` minus its position.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredMap {
+    kind: ViewKind,
+    next_offset: i64,
+    total_bytes: u64,
+    checkpoints: Vec<Cursor>,
+}
+
+/// The maps of one partition's views, as stored at a clean stop, with what they describe: the
+/// log start offset of their generation and the segments (base offset, size in bytes) that
+/// held their records. All integers big-endian:
+///
+/// ```text
+/// "LMQV", version u32 = 1, log start offset i64,
+/// segment count u32, per segment: base offset i64, size u64,
+/// map count u32, per map: kind u8 (0 log, 1 log.jsonl), next offset i64, total bytes u64,
+///                         checkpoint count u32, per checkpoint: offset i64, position u64,
+/// CRC-32C u32 of every byte before it
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ViewState {
+    log_start_offset: i64,
+    segments: Vec<(i64, u64)>,
+    maps: Vec<StoredMap>,
+}
+
+impl ViewState {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&STATE_VERSION.to_be_bytes());
+        out.extend_from_slice(&self.log_start_offset.to_be_bytes());
+        out.extend_from_slice(&(self.segments.len() as u32).to_be_bytes());
+        for (base, size) in &self.segments {
+            out.extend_from_slice(&base.to_be_bytes());
+            out.extend_from_slice(&size.to_be_bytes());
+        }
+        out.extend_from_slice(&(self.maps.len() as u32).to_be_bytes());
+        for map in &self.maps {
+            out.push(match map.kind {
+                ViewKind::Log => 0,
+                ViewKind::Jsonl => 1,
+            });
+            out.extend_from_slice(&map.next_offset.to_be_bytes());
+            out.extend_from_slice(&map.total_bytes.to_be_bytes());
+            out.extend_from_slice(&(map.checkpoints.len() as u32).to_be_bytes());
+            for c in &map.checkpoints {
+                out.extend_from_slice(&c.offset.to_be_bytes());
+                out.extend_from_slice(&c.position.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Parses and checks a blob: anything but exactly the layout above, with checkpoints in
+    /// order and within their map, is refused with the reason.
+    fn decode(bytes: &[u8]) -> Result<ViewState, String> {
+        if bytes.len() < 8 {
+            return Err(format!("{} bytes, too short", bytes.len()));
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let stored = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(body);
+        if stored != computed {
+            return Err(format!(
+                "checksum {stored:#010x} does not match its bytes ({computed:#010x})"
+            ));
+        }
+        let mut r = StateReader { bytes: body, at: 0 };
+        if r.take(4)? != STATE_MAGIC {
+            return Err("not a view state (wrong magic)".into());
+        }
+        let version = r.u32()?;
+        if version != STATE_VERSION {
+            return Err(format!("unsupported version {version}"));
+        }
+        let log_start_offset = r.i64()?;
+        let count = r.count(16)?;
+        let mut segments = Vec::with_capacity(count);
+        for _ in 0..count {
+            let base = r.i64()?;
+            let size = r.u64()?;
+            if segments.last().is_some_and(|(b, _)| *b >= base) {
+                return Err(format!("segment base offsets out of order at {base}"));
+            }
+            segments.push((base, size));
+        }
+        let count = r.count(21)?;
+        let mut maps: Vec<StoredMap> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = match r.take(1)?[0] {
+                0 => ViewKind::Log,
+                1 => ViewKind::Jsonl,
+                other => return Err(format!("unknown view kind {other}")),
+            };
+            if maps.iter().any(|m| m.kind == kind) {
+                return Err(format!("the {kind:?} view is stored twice"));
+            }
+            let next_offset = r.i64()?;
+            let total_bytes = r.u64()?;
+            let n = r.count(16)?;
+            let mut checkpoints: Vec<Cursor> = Vec::with_capacity(n);
+            for _ in 0..n {
+                let c = Cursor {
+                    offset: r.i64()?,
+                    position: r.u64()?,
+                };
+                let ordered = match checkpoints.last() {
+                    None => c.position == 0 && c.offset >= log_start_offset,
+                    Some(last) => c.offset > last.offset && c.position > last.position,
+                };
+                if !ordered || c.offset > next_offset || c.position > total_bytes {
+                    return Err(format!(
+                        "checkpoint ({}, {}) out of order or outside its map",
+                        c.offset, c.position
+                    ));
+                }
+                checkpoints.push(c);
+            }
+            if checkpoints.is_empty() {
+                return Err(format!("the {kind:?} view has no checkpoint"));
+            }
+            maps.push(StoredMap {
+                kind,
+                next_offset,
+                total_bytes,
+                checkpoints,
+            });
+        }
+        if r.at != body.len() {
+            return Err(format!("{} trailing bytes", body.len() - r.at));
+        }
+        Ok(ViewState {
+            log_start_offset,
+            segments,
+            maps,
+        })
+    }
+
+    /// Why this state does not describe `log`'s records in `generation`, if it does not: a
+    /// different log start, a map past the log end, or covered segments that are gone, grew
+    /// (all but the last) or shrank.
+    fn mismatch(&self, log: &dyn Partition, generation: ViewGeneration) -> Option<String> {
+        if self.log_start_offset != generation.log_start_offset {
+            return Some(format!(
+                "it starts at offset {}, the log at {}",
+                self.log_start_offset, generation.log_start_offset
+            ));
+        }
+        let end = log.log_end_offset();
+        if let Some(map) = self.maps.iter().find(|m| m.next_offset > end) {
+            return Some(format!(
+                "it maps up to offset {}, past the log end {end}",
+                map.next_offset
+            ));
+        }
+        let Some(&(last_base, last_size)) = self.segments.last() else {
+            return self
+                .maps
+                .iter()
+                .any(|m| m.total_bytes > 0)
+                .then(|| "it lists no segment".to_string());
+        };
+        let now: Vec<(i64, u64)> = log
+            .segments()
+            .iter()
+            .filter(|s| s.base_offset <= last_base)
+            .map(|s| (s.base_offset, s.size_bytes))
+            .collect();
+        let same = now.len() == self.segments.len()
+            && now
+                .iter()
+                .zip(&self.segments)
+                .all(|((base, size), (old_base, old_size))| {
+                    base == old_base
+                        && if *base == last_base {
+                            *size >= last_size
+                        } else {
+                            size == old_size
+                        }
+                });
+        (!same).then(|| {
+            format!(
+                "its segments (base offset, bytes) {:?} are now {:?}",
+                self.segments, now
+            )
+        })
+    }
+}
+
+/// A bounds-checked reader of a [`ViewState`] blob.
+struct StateReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> StateReader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.bytes.len() - self.at < n {
+            return Err(format!("cut short at byte {}", self.at));
+        }
+        let out = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    /// A count of items of at least `min_item_bytes` each, checked against the bytes left
+    /// before anything is allocated for it.
+    fn count(&mut self, min_item_bytes: usize) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item_bytes) > self.bytes.len() - self.at {
+            return Err(format!(
+                "count {n} at byte {} overruns the state",
+                self.at - 4
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// The stored state of `log`'s partition if storage has one, it parses, and it describes the
+/// records of `generation`; the reason is logged when one is ignored.
+fn load_state(log: &dyn Partition, generation: ViewGeneration) -> Option<ViewState> {
+    let Some(bytes) = log.load_view_state() else {
+        log::debug!(
+            "{}: no stored view state; views are mapped from the log",
+            log.location().display()
+        );
+        return None;
+    };
+    let reason = match ViewState::decode(&bytes) {
+        Ok(state) => match state.mismatch(log, generation) {
+            None => return Some(state),
+            Some(reason) => format!("stale: {reason}"),
+        },
+        Err(reason) => format!("corrupt: {reason}"),
+    };
+    log::info!(
+        "{}: stored view state ignored ({reason}); views are mapped from the log",
+        log.location().display()
+    );
+    None
+}
+
+/// The stored map of `kind`, if the stored state is valid for `generation`.
+fn load_map_state(
+    log: &dyn Partition,
+    kind: ViewKind,
+    generation: ViewGeneration,
+) -> Option<StoredMap> {
+    let map = load_state(log, generation)?
+        .maps
+        .into_iter()
+        .find(|m| m.kind == kind)?;
+    log::info!(
+        "{}: {kind:?} view resumed from stored state: offsets {}..{} mapped ({} bytes, {} \
+         checkpoints); mapping continues from offset {}",
+        log.location().display(),
+        generation.log_start_offset,
+        map.next_offset,
+        map.total_bytes,
+        map.checkpoints.len(),
+        map.next_offset
+    );
+    Some(map)
+}
+
+/// Stores what `maps` (one partition's maps, of one generation, at most one per kind) have
+/// learned, so the next start resumes from it. A kind with no map keeps its stored state when
+/// that is still valid. Returns whether storage kept it.
+pub fn store_view_state(maps: &[Arc<ViewMap>]) -> FsResult<bool> {
+    let Some(first) = maps.first() else {
+        return Ok(false);
+    };
+    let log = first.log().as_ref();
+    let generation = first.generation();
+    let mut stored: Vec<StoredMap> = maps
+        .iter()
+        .filter(|m| m.generation() == generation)
+        .map(|m| m.stored())
+        .collect();
+    if stored.len() < 2 {
+        if let Some(old) = load_state(log, generation) {
+            for map in old.maps {
+                if stored.iter().all(|m| m.kind != map.kind) {
+                    stored.push(map);
+                }
+            }
+        }
+    }
+    // A stable order (log, then log.jsonl): the same maps always encode the same bytes.
+    stored.sort_by_key(|m| m.kind == ViewKind::Jsonl);
+    let mapped_to = stored.iter().map(|m| m.next_offset).max().unwrap_or(0);
+    let state = ViewState {
+        log_start_offset: generation.log_start_offset,
+        segments: log
+            .segments()
+            .iter()
+            .filter(|s| s.base_offset < mapped_to)
+            .map(|s| (s.base_offset, s.size_bytes))
+            .collect(),
+        maps: stored,
+    };
+    Ok(log.store_view_state(generation.generation, &state.encode())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +1119,276 @@ mod tests {
             new.read(compacted.len() as u64, 100, None).unwrap().0,
             b"late\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+    use crate::engine::{Log, LogConfig, NewRecord};
+
+    fn sample() -> ViewState {
+        ViewState {
+            log_start_offset: 5,
+            segments: vec![(0, 4096), (100, 77)],
+            maps: vec![
+                StoredMap {
+                    kind: ViewKind::Log,
+                    next_offset: 150,
+                    total_bytes: 70_000,
+                    checkpoints: vec![
+                        Cursor {
+                            offset: 5,
+                            position: 0,
+                        },
+                        Cursor {
+                            offset: 120,
+                            position: 65_600,
+                        },
+                    ],
+                },
+                StoredMap {
+                    kind: ViewKind::Jsonl,
+                    next_offset: 7,
+                    total_bytes: 90,
+                    checkpoints: vec![Cursor {
+                        offset: 5,
+                        position: 0,
+                    }],
+                },
+            ],
+        }
+    }
+
+    /// `bytes` with its trailing checksum made right again, so the parser sees the damage.
+    fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+        let at = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..at]);
+        bytes[at..].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn state_round_trips_and_follows_the_documented_layout() {
+        let state = sample();
+        let bytes = state.encode();
+        assert_eq!(ViewState::decode(&bytes), Ok(state.clone()));
+        assert_eq!(&bytes[..4], b"LMQV");
+        assert_eq!(&bytes[4..8], &1u32.to_be_bytes());
+        assert_eq!(&bytes[8..16], &5i64.to_be_bytes());
+        assert_eq!(&bytes[16..20], &2u32.to_be_bytes());
+        // header 20, segments 2 x 16, map count 4, maps (21 + 2 x 16) + (21 + 16), crc 4
+        assert_eq!(bytes.len(), 20 + 32 + 4 + 53 + 37 + 4);
+        let empty = ViewState {
+            log_start_offset: 0,
+            segments: vec![],
+            maps: vec![],
+        };
+        assert_eq!(ViewState::decode(&empty.encode()), Ok(empty));
+    }
+
+    #[test]
+    fn damaged_state_is_refused_with_a_reason() {
+        let good = sample().encode();
+        let mut flipped = good.clone();
+        flipped[30] ^= 1;
+        assert!(ViewState::decode(&flipped)
+            .unwrap_err()
+            .contains("checksum"));
+        assert!(ViewState::decode(&good[..good.len() - 1]).is_err());
+        assert!(ViewState::decode(b"").is_err());
+        assert!(ViewState::decode(b"garbage!garbage!").is_err());
+        let mut magic = good.clone();
+        magic[0] = b'X';
+        assert!(ViewState::decode(&resealed(magic))
+            .unwrap_err()
+            .contains("magic"));
+        let mut version = good.clone();
+        version[7] = 9;
+        assert!(ViewState::decode(&resealed(version))
+            .unwrap_err()
+            .contains("version"));
+        // A segment count that overruns the blob is refused before allocating.
+        let mut count = good.clone();
+        count[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(ViewState::decode(&resealed(count))
+            .unwrap_err()
+            .contains("overruns"));
+        // Checkpoints out of order.
+        let mut unordered = sample();
+        unordered.maps[0].checkpoints[1].position = 0;
+        assert!(ViewState::decode(&unordered.encode())
+            .unwrap_err()
+            .contains("out of order"));
+        // A checkpoint past its map's end.
+        let mut outside = sample();
+        outside.maps[0].checkpoints[1].offset = 151;
+        assert!(ViewState::decode(&outside.encode()).is_err());
+        // Trailing bytes.
+        let mut trailing = good[..good.len() - 4].to_vec();
+        trailing.extend_from_slice(&[0; 8]);
+        assert!(ViewState::decode(&resealed(trailing))
+            .unwrap_err()
+            .contains("trailing"));
+    }
+
+    fn partition(log: &Arc<Log>) -> Arc<dyn Partition> {
+        Arc::new(crate::storage::embedded::EmbeddedPartition::new(
+            Arc::clone(log),
+            Default::default(),
+        ))
+    }
+
+    fn fill(log: &Log, from: usize, batches: usize) {
+        for b in from..from + batches {
+            let records: Vec<NewRecord> = (0..50)
+                .map(|i| NewRecord::value(format!("batch {b} record {i} {}", "z".repeat(b % 90))))
+                .collect();
+            log.append(&records).unwrap();
+            if b % 40 == 39 {
+                log.roll().unwrap();
+            }
+        }
+    }
+
+    fn whole(map: &ViewMap) -> Vec<u8> {
+        let len = map.len_bytes().unwrap();
+        let (bytes, _) = map.read(0, len as usize + 1, None).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        bytes
+    }
+
+    fn state_of(map: &ViewMap) -> (Vec<Cursor>, i64, u64, u64) {
+        let s = map.lock();
+        (
+            s.checkpoints.clone(),
+            s.next_offset,
+            s.total_bytes,
+            s.bytes_since_checkpoint,
+        )
+    }
+
+    #[test]
+    fn a_new_map_resumes_from_stored_state_and_maps_only_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+        fill(&log, 0, 100);
+        let maps: Vec<Arc<ViewMap>> = [ViewKind::Log, ViewKind::Jsonl]
+            .into_iter()
+            .map(|kind| Arc::new(ViewMap::new(partition(&log), kind, log.view_generation())))
+            .collect();
+        let before: Vec<Vec<u8>> = maps.iter().map(|m| whole(m)).collect();
+        assert!(store_view_state(&maps).unwrap());
+        for (map, bytes) in maps.iter().zip(&before) {
+            let resumed = ViewMap::new(partition(&log), map.kind(), log.view_generation());
+            // Resumed before any scan: the state is the stored one, exactly.
+            assert_eq!(state_of(&resumed), state_of(map));
+            assert_eq!(&whole(&resumed), bytes);
+        }
+        // Records appended after the state was stored are mapped on top of it.
+        fill(&log, 100, 30);
+        for kind in [ViewKind::Log, ViewKind::Jsonl] {
+            let fresh_dir = ViewMap::new(partition(&log), kind, log.view_generation());
+            let resumed = ViewMap::new(partition(&log), kind, log.view_generation());
+            assert!(resumed.lock().next_offset < log.log_end_offset());
+            let mut scratch = fresh_dir.lock();
+            // A map built from nothing, for comparison.
+            *scratch = MapState {
+                checkpoints: vec![Cursor {
+                    offset: 0,
+                    position: 0,
+                }],
+                next_offset: 0,
+                total_bytes: 0,
+                bytes_since_checkpoint: 0,
+                from_positions: HashMap::new(),
+                damage: None,
+            };
+            drop(scratch);
+            assert_eq!(whole(&resumed), whole(&fresh_dir), "{kind:?}");
+            assert_eq!(state_of(&resumed), state_of(&fresh_dir), "{kind:?}");
+            for offset in [0, 777, 5_000, 6_400] {
+                assert_eq!(
+                    resumed.position_of(offset).unwrap(),
+                    fresh_dir.position_of(offset).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_kind_without_a_map_keeps_its_stored_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+        fill(&log, 0, 20);
+        let jsonl = Arc::new(ViewMap::new(
+            partition(&log),
+            ViewKind::Jsonl,
+            log.view_generation(),
+        ));
+        whole(&jsonl);
+        assert!(store_view_state(std::slice::from_ref(&jsonl)).unwrap());
+        let plain = Arc::new(ViewMap::new(
+            partition(&log),
+            ViewKind::Log,
+            log.view_generation(),
+        ));
+        whole(&plain);
+        assert!(store_view_state(std::slice::from_ref(&plain)).unwrap());
+        let resumed = ViewMap::new(partition(&log), ViewKind::Jsonl, log.view_generation());
+        assert_eq!(state_of(&resumed), state_of(&jsonl));
+    }
+
+    #[test]
+    fn stale_or_corrupt_state_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+        fill(&log, 0, 100);
+        let map = Arc::new(ViewMap::new(
+            partition(&log),
+            ViewKind::Log,
+            log.view_generation(),
+        ));
+        whole(&map);
+        assert!(store_view_state(std::slice::from_ref(&map)).unwrap());
+        let path = dir.path().join(crate::engine::log::VIEW_STATE_FILE);
+        let good = std::fs::read(&path).unwrap();
+
+        // Garbage: ignored.
+        std::fs::write(&path, b"not a view state at all").unwrap();
+        let fresh = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
+        assert_eq!(fresh.lock().next_offset, 0);
+        assert_eq!(whole(&fresh), whole(&map));
+
+        // Valid bytes that describe other segments: ignored.
+        let mut other = ViewState::decode(&good).unwrap();
+        other.segments[0].1 += 1;
+        std::fs::write(&path, other.encode()).unwrap();
+        let fresh = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
+        assert_eq!(fresh.lock().next_offset, 0);
+
+        // Mapping past the log end: ignored.
+        let mut ahead = ViewState::decode(&good).unwrap();
+        ahead.maps[0].next_offset = log.log_end_offset() + 1;
+        std::fs::write(&path, ahead.encode()).unwrap();
+        let fresh = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
+        assert_eq!(fresh.lock().next_offset, 0);
+
+        // Records removed below the log end: storage no longer offers it.
+        std::fs::write(&path, &good).unwrap();
+        assert!(
+            ViewMap::new(partition(&log), ViewKind::Log, log.view_generation())
+                .lock()
+                .next_offset
+                > 0
+        );
+        log.delete_records(10).unwrap();
+        let generation = log.view_generation();
+        assert!(log.load_view_state().is_none());
+        let fresh = ViewMap::new(partition(&log), ViewKind::Log, generation);
+        assert_eq!(fresh.lock().next_offset, 10);
+        // A state of an old generation is not stored.
+        assert!(!store_view_state(&[map]).unwrap());
     }
 }
 

@@ -213,4 +213,12 @@ impl Partition for EmbeddedPartition {
         let groups = EmbeddedPartition::groups(self)?;
         groups.offsets.groups(&groups.topic, groups.partition)
     }
+
+    fn store_view_state(&self, generation: u64, state: &[u8]) -> Result<bool> {
+        self.log.store_view_state(generation, state)
+    }
+
+    fn load_view_state(&self) -> Option<Vec<u8>> {
+        self.log.load_view_state()
+    }
 }

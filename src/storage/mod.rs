@@ -149,4 +149,19 @@ pub trait Partition: Send + Sync {
 
     /// The groups that committed an offset of this partition, sorted.
     fn groups(&self) -> Result<Vec<String>>;
+
+    /// Keeps `state`, an opaque blob the file layer derived from the records of view
+    /// generation `generation` (its view position maps), across a clean restart. Returns
+    /// whether it was stored: not when the generation has moved on, nor by storage that keeps
+    /// no such state (the default).
+    fn store_view_state(&self, _generation: u64, _state: &[u8]) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The blob [`Self::store_view_state`] last stored, when storage still believes it
+    /// describes a prefix of the current generation's records. The caller validates it all the
+    /// same. The default keeps nothing.
+    fn load_view_state(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
