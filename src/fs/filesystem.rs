@@ -4,8 +4,12 @@
 //! knows about `fuser`. Tests drive it directly.
 //!
 //! Caching decisions (the adapter passes them on to the kernel):
-//! - Every file is opened `direct_io` ([`CachePolicy::DirectIo`]): each `read()` reaches us and
-//!   is answered from the log as it is now, and writes to `append` go straight to storage.
+//! - Every file but the record files is opened `direct_io` ([`CachePolicy::DirectIo`]): each
+//!   `read()` reaches us and is answered from the log as it is now, and writes to `append` go
+//!   straight to storage. Record files (`<offset>`, `<offset>.json`) never change while they
+//!   exist, so they are read through the page cache, dropped at each open
+//!   ([`CachePolicy::PageCache`]), and their entries and attributes live [`RECORD_TTL`]: a
+//!   `cat <offset>` costs a lookup, an open and one read.
 //!   Views (`log`, `log.jsonl`, `from/*`) are not served from the page cache even though a
 //!   generation's bytes below any size never change: the last page of a growing view is
 //!   partial, the kernel zero-fills the rest of a page a read answered short, and its
@@ -14,9 +18,12 @@
 //!   the page (our notifier, or the kernel's own invalidation on a size change) cannot take
 //!   back a page a reader already holds. `tests/mount_concurrency.rs` provokes exactly this
 //!   (with `FOPEN_KEEP_CACHE` both its tests see zero bytes, the first in about half of its
-//!   runs). An exact cached design has to fill that page with the real bytes
-//!   (`FUSE_NOTIFY_STORE`) before any reply reports a size past it.
-//! - File attributes and entries have a zero TTL ([`FILE_TTL`]): every `stat`, every lookup
+//!   runs). An exact cached design would have to put the real bytes into that page before
+//!   any reader can see a size past it, and the kernel offers no way to: `FUSE_NOTIFY_STORE`
+//!   publishes the new size first and copies the bytes into the page after (its handler in
+//!   `fs/fuse/dev.c` calls `fuse_write_update_attr` before `fuse_copy_folio`), which leaves
+//!   the same window open. So views stay `direct_io`, and their speed comes from the daemon.
+//! - Other files' attributes and entries have a zero TTL ([`FILE_TTL`]): every `stat`, every lookup
 //!   of `log` (which resolves to the current generation) and every read past the kernel's
 //!   cached size ask us, which is how `tail -f` sees growth and how a new open sees the
 //!   current log start.
@@ -61,6 +68,11 @@ use crate::storage::{Partition, Storage, StorageError};
 pub const DIR_TTL: Duration = Duration::from_secs(1);
 /// Attribute and entry lifetime of files: zero, so sizes are never stale.
 pub const FILE_TTL: Duration = Duration::ZERO;
+/// Attribute and entry lifetime of record files (`<offset>`, `<offset>.json`): a record's
+/// content never changes while it exists, so the kernel may keep its entry and size; only its
+/// removal (retention, compaction, `delete-records`, `rmdir` of the topic) can go unseen for
+/// this long, and then an `open` still asks us and gets ENOENT.
+pub const RECORD_TTL: Duration = Duration::from_secs(1);
 /// `st_blksize` of views and append files: tools size their reads and writes by it.
 pub const BULK_BLKSIZE: u32 = 1024 * 1024;
 /// `st_blksize` of every other file and directory.
@@ -147,6 +159,10 @@ pub enum CachePolicy {
     DirectIo,
     /// Keep cached pages across opens. Unused for now: see the module docs on views.
     KeepCache,
+    /// Read through the page cache, dropped at every open: for files whose content is fixed
+    /// when they are opened and never grows while open (record files), so a reader's short
+    /// last read and its end-of-file read cost no round trip.
+    PageCache,
     /// A stream: no page cache, no seeking (`follow/`).
     Stream,
 }
@@ -266,6 +282,18 @@ pub struct LmqFs {
     pub(super) consumers: Mutex<ConsumerClaims>,
     /// Told about appends and deleted topics, for `follow/` readers (see [`crate::fs::follow`]).
     pub(super) stream_listener: Mutex<Option<Arc<dyn StreamListener>>>,
+    /// The record last read by offset (a leaf lock): a `cat <offset>` asks for it at lookup,
+    /// at open and for the attributes.
+    last_record: Mutex<Option<RecordMemo>>,
+}
+
+/// One record read by offset, valid while its partition object is the same one (not a topic
+/// deleted and created again) and in the same view generation (nothing removed since).
+struct RecordMemo {
+    log: std::sync::Weak<dyn Partition>,
+    generation: u64,
+    offset: i64,
+    record: crate::storage::Record,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -291,6 +319,7 @@ impl LmqFs {
             outcomes: Mutex::new(HashMap::new()),
             consumers: Mutex::new(ConsumerClaims::new()),
             stream_listener: Mutex::new(None),
+            last_record: Mutex::new(None),
         }
     }
 
@@ -362,8 +391,26 @@ impl LmqFs {
 
     fn read_record(&self, p: &PartitionId, offset: i64) -> FsResult<crate::storage::Record> {
         let log = self.partition_log(p)?;
+        let generation = log.view_generation().generation;
+        let weak = Arc::downgrade(&log);
+        if let Some(memo) = lock(&self.last_record).as_ref() {
+            if memo.offset == offset
+                && memo.generation == generation
+                && std::sync::Weak::ptr_eq(&memo.log, &weak)
+            {
+                return Ok(memo.record.clone());
+            }
+        }
         match log.read_record(offset) {
-            Ok(Some(record)) => Ok(record),
+            Ok(Some(record)) => {
+                *lock(&self.last_record) = Some(RecordMemo {
+                    log: weak,
+                    generation,
+                    offset,
+                    record: record.clone(),
+                });
+                Ok(record)
+            }
             Ok(None) => Err(FsError::not_found(format!(
                 "offset {offset} of {p}: removed by compaction"
             ))),
@@ -725,7 +772,11 @@ impl LmqFs {
                 file(0o444, 0)
             }
         };
-        let ttl = if node.is_dir() { DIR_TTL } else { FILE_TTL };
+        let ttl = match node {
+            _ if node.is_dir() => DIR_TTL,
+            Node::Record(..) => RECORD_TTL,
+            _ => FILE_TTL,
+        };
         Ok(Entry { attr, ttl })
     }
 
@@ -1012,7 +1063,14 @@ impl LmqFs {
                     return refuse("read-only file");
                 }
                 let content = self.render(&node)?;
-                direct(self.insert_handle(Handle::Snapshot(content)))
+                let fh = self.insert_handle(Handle::Snapshot(content));
+                Ok(Opened {
+                    fh,
+                    cache: match node {
+                        Node::Record(..) => CachePolicy::PageCache,
+                        _ => CachePolicy::DirectIo,
+                    },
+                })
             }
             Node::View(view) => {
                 if mode.writes() {

@@ -171,6 +171,7 @@ fn fopen_flags(cache: CachePolicy) -> FopenFlags {
     match cache {
         CachePolicy::DirectIo => FopenFlags::FOPEN_DIRECT_IO,
         CachePolicy::KeepCache => FopenFlags::FOPEN_KEEP_CACHE,
+        CachePolicy::PageCache => FopenFlags::empty(),
         CachePolicy::Stream => {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM
         }
