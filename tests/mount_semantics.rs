@@ -555,6 +555,52 @@ fn roll_starts_a_new_segment_and_segments_mirror_the_data_dir() {
     assert_eq!(stat_i64(&m.path("seg/0"), "segment_count"), 3);
 }
 
+/// Segment files are read by the kernel itself (FUSE passthrough, as root): what an open
+/// segment shows must stay exactly the file: growth of the active segment seen by an open
+/// descriptor, two opens of one segment at once, a reopen after every descriptor closed, and
+/// an open segment of a topic deleted meanwhile.
+#[test]
+fn open_segment_files_read_exactly_what_the_data_dir_holds() {
+    let Some(m) = Mount::new() else { return };
+    m.create_topic("pt", 1);
+    write_once(&m.path("pt/0/append"), b"first\n").unwrap();
+    let seg = m.path("pt/0/segments/00000000000000000000.log");
+    let on_disk = common::files_under(&m.data)
+        .into_iter()
+        .find(|p| p.ends_with("00000000000000000000.log"))
+        .expect("the first segment in the data dir");
+
+    let mut a = File::open(&seg).unwrap();
+    let mut b = File::open(&seg).unwrap();
+    let mut first = Vec::new();
+    a.read_to_end(&mut first).unwrap();
+    assert_eq!(first, fs::read(&on_disk).unwrap());
+    let len = first.len() as u64;
+
+    // The active segment grows under the open descriptors.
+    write_once(&m.path("pt/0/append"), b"second\n").unwrap();
+    let whole = fs::read(&on_disk).unwrap();
+    assert!(whole.len() as u64 > len);
+    let mut grown = Vec::new();
+    a.read_to_end(&mut grown).unwrap();
+    assert_eq!(grown, whole[len as usize..]);
+    let mut from_b = Vec::new();
+    b.read_to_end(&mut from_b).unwrap();
+    assert_eq!(from_b, whole);
+    drop((a, b));
+
+    // Every descriptor closed: a new open registers the file again.
+    assert_eq!(read(&seg), whole);
+
+    // A descriptor open across `rmdir` of the topic still reads the bytes it had.
+    let mut kept = File::open(&seg).unwrap();
+    fs::remove_dir(m.path("pt")).unwrap();
+    let mut after = Vec::new();
+    kept.read_to_end(&mut after).unwrap();
+    assert_eq!(after, whole);
+    assert!(File::open(&seg).is_err(), "segments of a deleted topic");
+}
+
 #[test]
 fn delete_records_moves_the_start_while_tail_f_keeps_following() {
     let Some(m) = Mount::new() else { return };

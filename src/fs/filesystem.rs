@@ -165,6 +165,10 @@ pub enum CachePolicy {
     PageCache,
     /// A stream: no page cache, no seeking (`follow/`).
     Stream,
+    /// Reads go straight from the kernel to the file [`LmqFs::passthrough_file`] gives
+    /// (`segments/`): FUSE passthrough where the kernel and our privileges allow it, else
+    /// `direct_io` reads answered by us from the same file.
+    Passthrough,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1098,10 +1102,14 @@ impl LmqFs {
                     what: path.display().to_string(),
                     source,
                 })?;
-                direct(self.insert_handle(Handle::Segment {
+                let fh = self.insert_handle(Handle::Segment {
                     file,
                     name: name.to_string(),
-                }))
+                });
+                Ok(Opened {
+                    fh,
+                    cache: CachePolicy::Passthrough,
+                })
             }
             Node::Key(p, key) => self.open_key(p, key, mode, truncate),
             Node::Consume(p, group) => self.open_consume(p, group, mode),
@@ -1115,6 +1123,18 @@ impl LmqFs {
                     cache: CachePolicy::Stream,
                 })
             }
+        }
+    }
+
+    /// The file behind an open handle opened [`CachePolicy::Passthrough`] (a segment file), for
+    /// the kernel to read directly: a new descriptor of the same open file.
+    pub fn passthrough_file(&self, fh: u64) -> FsResult<std::fs::File> {
+        match &*self.handle(fh)? {
+            Handle::Segment { file, name } => file.try_clone().map_err(|source| FsError::Io {
+                what: name.clone(),
+                source,
+            }),
+            _ => Err(FsError::BadHandle(format!("{fh} is not a segment file"))),
         }
     }
 

@@ -5,16 +5,19 @@
 //! the modes the filesystem reports), `allow_other` only when asked, and several worker
 //! threads, each with its own cloned `/dev/fuse` descriptor.
 
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, PollEvents, PollFlags,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, PollEvents, PollFlags,
     PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyIoctl, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, SessionACL,
     TimeOrNow, WriteFlags,
@@ -113,6 +116,21 @@ pub struct FuseAdapter {
     gid: u32,
     /// Set by [`start`] once the session exists; taken by `destroy` (see there).
     unmounter: Arc<Mutex<Option<fuser::SessionUnmounter>>>,
+    /// Whether the kernel granted FUSE passthrough (set at `init`).
+    passthrough: AtomicBool,
+    /// The kernel's backing files of passthrough opens (see [`FuseAdapter::open_passthrough`]).
+    backing: Mutex<Backing>,
+}
+
+/// Backing files registered with the kernel for passthrough opens. The kernel refuses two
+/// different backing files on one inode at once, so every open of an inode shares the first
+/// one's registration until its last open is released.
+#[derive(Default)]
+struct Backing {
+    /// By inode: the registration and how many open handles use it.
+    by_ino: HashMap<u64, (BackingId, usize)>,
+    /// The inode of each open handle that uses one.
+    handles: HashMap<u64, u64>,
 }
 
 impl FuseAdapter {
@@ -123,6 +141,59 @@ impl FuseAdapter {
             uid,
             gid,
             unmounter: Arc::new(Mutex::new(None)),
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(Backing::default()),
+        }
+    }
+
+    /// Answers an open of a segment file: with FUSE passthrough (the kernel reads the segment
+    /// file itself, at the speed of a plain file) when the kernel granted it and lets us
+    /// register the file (it needs `CAP_SYS_ADMIN`), else `direct_io` reads served by us.
+    fn open_passthrough(&self, ino: u64, fh: u64, reply: ReplyOpen) {
+        let fallback = FopenFlags::FOPEN_DIRECT_IO;
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return reply.opened(FileHandle(fh), fallback);
+        }
+        let mut guard = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let backing = &mut *guard;
+        let entry = match backing.by_ino.entry(ino) {
+            MapEntry::Occupied(entry) => entry.into_mut(),
+            MapEntry::Vacant(vacant) => {
+                let registered = self
+                    .fs
+                    .passthrough_file(fh)
+                    .map_err(|e| e.to_string())
+                    .and_then(|file| reply.open_backing(&file).map_err(|e| e.to_string()));
+                match registered {
+                    Ok(id) => vacant.insert((id, 0)),
+                    Err(e) => {
+                        // Not permitted (not root) or not supported by the backing
+                        // filesystem: serve this and every later open ourselves.
+                        info!(
+                            "segment files are read through the daemon: passthrough refused ({e})"
+                        );
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        return reply.opened(FileHandle(fh), fallback);
+                    }
+                }
+            }
+        };
+        entry.1 += 1;
+        backing.handles.insert(fh, ino);
+        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &entry.0);
+    }
+
+    /// Drops a released handle's use of its backing file, and the registration with its last.
+    fn release_passthrough(&self, fh: u64) {
+        let mut backing = self.backing.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(ino) = backing.handles.remove(&fh) else {
+            return;
+        };
+        if let Some((_, users)) = backing.by_ino.get_mut(&ino) {
+            *users -= 1;
+            if *users == 0 {
+                backing.by_ino.remove(&ino);
+            }
         }
     }
 
@@ -172,6 +243,7 @@ fn fopen_flags(cache: CachePolicy) -> FopenFlags {
         CachePolicy::DirectIo => FopenFlags::FOPEN_DIRECT_IO,
         CachePolicy::KeepCache => FopenFlags::FOPEN_KEEP_CACHE,
         CachePolicy::PageCache => FopenFlags::empty(),
+        CachePolicy::Passthrough => FopenFlags::FOPEN_DIRECT_IO,
         CachePolicy::Stream => {
             FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NONSEEKABLE | FopenFlags::FOPEN_STREAM
         }
@@ -185,6 +257,13 @@ impl Filesystem for FuseAdapter {
         }
         if let Err(max) = config.set_max_readahead(MAX_WRITE_BYTES) {
             let _ = config.set_max_readahead(max);
+        }
+        // Segment files are read by the kernel itself where it can (see `open_passthrough`);
+        // a depth of 2 lets their data directory be on a stacked filesystem (overlayfs).
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
         }
         // O_TRUNC arrives as an open flag (ignored) rather than a separate truncate;
         // lookups in one directory may run in parallel.
@@ -410,6 +489,9 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, access_mode(flags), truncates(flags)) {
+            Ok(opened) if opened.cache == CachePolicy::Passthrough => {
+                self.open_passthrough(ino.0, opened.fh, reply)
+            }
             Ok(opened) => reply.opened(FileHandle(opened.fh), fopen_flags(opened.cache)),
             Err(e) => reply.error(refuse(&format!("open inode {ino}"), e)),
         }
@@ -480,6 +562,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.release_passthrough(fh.0);
         match self.fs.release(ino.0, fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(refuse(&format!("release of inode {ino}"), e)),
