@@ -61,7 +61,7 @@ use crate::fs::node::{
 use crate::fs::node::{parse_follow_entry, FollowFrom};
 use crate::fs::stats::stats_json;
 use crate::fs::time::parse_timestamp_ms;
-use crate::fs::view::{Cursor, ViewMap};
+use crate::fs::view::{ReadState, ViewMap};
 use crate::storage::{Partition, Storage, StorageError};
 
 /// Attribute and entry lifetime of directories.
@@ -245,7 +245,7 @@ pub(super) enum Handle {
         map: Arc<ViewMap>,
         /// Where this view starts in the map (non-zero for `from/<offset>`).
         base: u64,
-        cursor: Mutex<Option<Cursor>>,
+        reader: Mutex<ReadState>,
     },
     Segment {
         file: std::fs::File,
@@ -1085,7 +1085,7 @@ impl LmqFs {
                 let fh = self.insert_handle(Handle::View {
                     map,
                     base,
-                    cursor: Mutex::new(None),
+                    reader: Mutex::new(ReadState::default()),
                 });
                 // Not `KeepCache`: see the module docs.
                 Ok(Opened {
@@ -1162,11 +1162,9 @@ impl LmqFs {
                     "inode {ino}: no new records yet"
                 ))),
             },
-            Handle::View { map, base, cursor } => {
-                let hint = *lock(cursor);
-                let (data, next) = map.read(base + offset, size as usize, hint)?;
-                *lock(cursor) = next;
-                Ok(data)
+            Handle::View { map, base, reader } => {
+                let mut reader = lock(reader);
+                map.read(base + offset, size as usize, &mut reader)
             }
             Handle::Segment { file, name } => {
                 use std::os::unix::fs::FileExt;

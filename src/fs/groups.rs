@@ -40,7 +40,7 @@ use log::{debug, info};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::filesystem::{lock, AccessMode, Entry, Handle, LmqFs, Opened};
 use crate::fs::node::{Node, PartitionId, ViewId, ViewKind};
-use crate::fs::view::{Cursor, ViewMap};
+use crate::fs::view::{ReadState, ViewMap};
 use crate::storage::{Partition, StorageError};
 
 /// The (partition, group) pairs with a live `consume/<group>` open.
@@ -63,7 +63,7 @@ pub struct ConsumeHandle {
 }
 
 struct ConsumeState {
-    cursor: Option<Cursor>,
+    reader: ReadState,
     /// The highest snapshot byte any `read()` returned up to.
     read_to: u64,
     /// Whether a `read()` came since the open.
@@ -281,7 +281,7 @@ impl LmqFs {
             start_offset,
             end_offset,
             state: Mutex::new(ConsumeState {
-                cursor: None,
+                reader: ReadState::default(),
                 read_to: 0,
                 read_called: false,
                 committed: start_offset,
@@ -303,8 +303,9 @@ impl LmqFs {
             return Ok(Vec::new());
         }
         let size = (size as u64).min(handle.len - offset) as usize;
-        let (data, next) = handle.map.read(handle.base + offset, size, state.cursor)?;
-        state.cursor = next;
+        let data = handle
+            .map
+            .read(handle.base + offset, size, &mut state.reader)?;
         state.read_to = state.read_to.max(offset + data.len() as u64);
         Ok(data)
     }

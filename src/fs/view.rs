@@ -47,7 +47,8 @@ use crate::fs::error::{FsError, FsResult};
 use crate::fs::json::write_record_json;
 use crate::fs::node::ViewKind;
 use crate::storage::{
-    decode_batch, for_each_record, Partition, Record, StorageError, ViewGeneration,
+    decode_batch, for_each_record_verified, FetchedBatch, Partition, Record, StorageError,
+    ViewGeneration,
 };
 
 /// View bytes between checkpoints: bounds the forward scan of a read.
@@ -96,6 +97,15 @@ impl Damage {
             reason: self.reason.clone(),
         })
     }
+}
+
+/// Where one reader of a view (an open handle) stands: the record its last read stopped in
+/// and the batch holding it, so a sequential reader neither fetches nor walks that batch's
+/// first records again. Reads at other positions start from the checkpoints as usual.
+#[derive(Debug, Default)]
+pub struct ReadState {
+    cursor: Option<Cursor>,
+    batch: Option<FetchedBatch>,
 }
 
 /// The position map of one (partition, view kind, generation). See the module docs.
@@ -250,14 +260,32 @@ impl ViewMap {
     /// `start` until it returns false, asking the engine for about `chunk_bytes` of batches at
     /// a time. Returns the offset after the last batch that was fully visited (so a caller can
     /// skip trailing gaps left by compaction).
+    ///
+    /// `carry` is a reader's batch kept between reads: a batch holding `start` there is
+    /// walked first instead of being fetched again, and the batch a stopped scan ends in is
+    /// left there for the next read.
     fn scan(
         &self,
         start: i64,
         chunk_bytes: usize,
+        mut carry: Option<&mut Option<FetchedBatch>>,
         mut visit: impl FnMut(&Seen) -> bool,
     ) -> FsResult<i64> {
         let mut offset = start;
         let mut scratch = Vec::new();
+        let kept = carry
+            .as_deref_mut()
+            .and_then(Option::take)
+            .filter(|b| b.header.base_offset <= offset && offset < b.header.next_offset());
+        if let Some(batch) = kept {
+            if self.visit_batch(&batch, offset, &mut scratch, &mut visit)? {
+                if let Some(slot) = carry {
+                    *slot = Some(batch);
+                }
+                return Ok(offset);
+            }
+            offset = batch.header.next_offset();
+        }
         loop {
             let batches = self
                 .log
@@ -268,31 +296,10 @@ impl ViewMap {
                 if next <= offset {
                     continue;
                 }
-                let mut stopped = false;
-                match self.kind {
-                    ViewKind::Log => {
-                        for_each_record(&fetched.bytes, offset, &mut scratch, |r| {
-                            let seen = Seen {
-                                offset: r.offset,
-                                value: r.value,
-                                record: None,
-                            };
-                            stopped = !visit(&seen);
-                            !stopped
-                        })
-                        .map_err(StorageError::from)?;
+                if self.visit_batch(&fetched, offset, &mut scratch, &mut visit)? {
+                    if let Some(slot) = carry {
+                        *slot = Some(fetched);
                     }
-                    ViewKind::Jsonl => {
-                        let decoded = decode_batch(&fetched.bytes).map_err(StorageError::from)?;
-                        for record in decoded.records.iter().filter(|r| r.offset >= offset) {
-                            if !visit(&Seen::whole(record)) {
-                                stopped = true;
-                                break;
-                            }
-                        }
-                    }
-                }
-                if stopped {
                     return Ok(offset);
                 }
                 offset = next;
@@ -302,6 +309,42 @@ impl ViewMap {
                 return Ok(offset);
             }
         }
+    }
+
+    /// Visits the records of one fetched batch (its CRC verified by the fetch) from `offset`
+    /// on; true when `visit` stopped.
+    fn visit_batch(
+        &self,
+        fetched: &FetchedBatch,
+        offset: i64,
+        scratch: &mut Vec<u8>,
+        visit: &mut impl FnMut(&Seen) -> bool,
+    ) -> FsResult<bool> {
+        let mut stopped = false;
+        match self.kind {
+            ViewKind::Log => {
+                for_each_record_verified(&fetched.bytes, offset, scratch, |r| {
+                    let seen = Seen {
+                        offset: r.offset,
+                        value: r.value,
+                        record: None,
+                    };
+                    stopped = !visit(&seen);
+                    !stopped
+                })
+                .map_err(StorageError::from)?;
+            }
+            ViewKind::Jsonl => {
+                let decoded = decode_batch(&fetched.bytes).map_err(StorageError::from)?;
+                for record in decoded.records.iter().filter(|r| r.offset >= offset) {
+                    if !visit(&Seen::whole(record)) {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(stopped)
     }
 
     /// Maps every record up to the current log end and returns the view's length in bytes.
@@ -315,7 +358,7 @@ impl ViewMap {
         let mut scratch = Vec::new();
         let start = state.next_offset;
         let st = &mut *state;
-        let scanned = self.scan(start, SCAN_CHUNK_BYTES, |record| {
+        let scanned = self.scan(start, SCAN_CHUNK_BYTES, None, |record| {
             if record.offset >= log_end_offset {
                 return false;
             }
@@ -387,7 +430,7 @@ impl ViewMap {
         let mut position = start.position;
         let mut scratch = Vec::new();
         let kind = self.kind;
-        self.scan(start.offset, SCAN_CHUNK_BYTES, |record| {
+        self.scan(start.offset, SCAN_CHUNK_BYTES, None, |record| {
             if record.offset >= offset {
                 return false;
             }
@@ -403,14 +446,10 @@ impl ViewMap {
         Ok(position)
     }
 
-    /// Reads up to `size` bytes at view byte `position`. `hint` is where a previous read of
-    /// the same reader stopped; the returned cursor is the hint for the next read.
-    pub fn read(
-        &self,
-        position: u64,
-        size: usize,
-        hint: Option<Cursor>,
-    ) -> FsResult<(Vec<u8>, Option<Cursor>)> {
+    /// Reads up to `size` bytes at view byte `position`. `reader` is where the same reader's
+    /// previous read stopped (and the batch it stopped in); it is updated for the next read.
+    pub fn read(&self, position: u64, size: usize, reader: &mut ReadState) -> FsResult<Vec<u8>> {
+        let hint = reader.cursor;
         let total = self.len_bytes()?;
         if position >= total || size == 0 {
             if size > 0 && position == total {
@@ -418,7 +457,7 @@ impl ViewMap {
                     return Err(damage.error());
                 }
             }
-            return Ok((Vec::new(), hint));
+            return Ok(Vec::new());
         }
         let end = total.min(position + size as u64);
         let checkpoint = {
@@ -442,33 +481,43 @@ impl ViewMap {
         // Batches take at least the view's bytes for `log` (plus record and batch overhead):
         // one fetch covers most reads.
         let chunk_bytes = (end - start.position) as usize + SCAN_CHUNK_BYTES;
-        self.scan(start.offset, chunk_bytes, |record| {
-            if first {
-                first = false;
-                // A cursor always names a record that exists in this generation; another
-                // first record means its segment has been deleted since.
-                if record.offset != start.offset {
-                    gone = true;
-                    return false;
+        let scanned = self.scan(
+            start.offset,
+            chunk_bytes,
+            Some(&mut reader.batch),
+            |record| {
+                if first {
+                    first = false;
+                    // A cursor always names a record that exists in this generation; another
+                    // first record means its segment has been deleted since.
+                    if record.offset != start.offset {
+                        gone = true;
+                        return false;
+                    }
                 }
-            }
-            let len = copy_rendered(
-                kind,
-                record,
-                record_start,
-                position,
-                end,
-                &mut scratch,
-                &mut out,
-            );
-            last = Some(Cursor {
-                offset: record.offset,
-                position: record_start,
-            });
-            record_start += len;
-            record_start < end
-        })?;
+                let len = copy_rendered(
+                    kind,
+                    record,
+                    record_start,
+                    position,
+                    end,
+                    &mut scratch,
+                    &mut out,
+                );
+                last = Some(Cursor {
+                    offset: record.offset,
+                    position: record_start,
+                });
+                record_start += len;
+                record_start < end
+            },
+        );
+        if scanned.is_err() {
+            *reader = ReadState::default();
+        }
+        scanned?;
         if gone || (first && out.len() < (end - position) as usize) {
+            *reader = ReadState::default();
             return Err(FsError::Gone(format!(
                 "records from offset {} of view generation {} of {}",
                 start.offset,
@@ -476,7 +525,8 @@ impl ViewMap {
                 self.log.location().display()
             )));
         }
-        Ok((out, last))
+        reader.cursor = last;
+        Ok(out)
     }
 
     /// The offset after the last record whose rendering ends at or before view byte
@@ -496,7 +546,7 @@ impl ViewMap {
         let mut record_start = checkpoint.position;
         let mut scratch = Vec::new();
         let kind = self.kind;
-        self.scan(checkpoint.offset, SCAN_CHUNK_BYTES, |record| {
+        self.scan(checkpoint.offset, SCAN_CHUNK_BYTES, None, |record| {
             let end = record_start + rendered_len(kind, record, &mut scratch);
             if end > position {
                 return false;
@@ -841,6 +891,20 @@ pub fn store_view_state(maps: &[Arc<ViewMap>]) -> FsResult<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl ViewMap {
+        /// One read with a reader's state (`None`: a new reader), returning the state after.
+        pub(super) fn read_with(
+            &self,
+            position: u64,
+            size: usize,
+            reader: Option<ReadState>,
+        ) -> FsResult<(Vec<u8>, Option<ReadState>)> {
+            let mut reader = reader.unwrap_or_default();
+            let bytes = self.read(position, size, &mut reader)?;
+            Ok((bytes, Some(reader)))
+        }
+    }
     use crate::engine::{Log, LogConfig, NewRecord, TimestampType};
 
     /// `log` behind the storage seam, as the filesystem sees it.
@@ -952,7 +1016,7 @@ mod tests {
             let mut position = 0u64;
             while position < want.len() as u64 {
                 let size = 1 + (position as usize * 31 % 9000);
-                let (got, _) = map.read(position, size, None).unwrap();
+                let (got, _) = map.read_with(position, size, None).unwrap();
                 let end = (position as usize + size).min(want.len());
                 assert_eq!(got, &want[position as usize..end], "{kind:?} at {position}");
                 position += 4099;
@@ -961,7 +1025,7 @@ mod tests {
             let mut all = Vec::new();
             let mut hint = None;
             loop {
-                let (chunk, next) = map.read(all.len() as u64, 128 * 1024, hint).unwrap();
+                let (chunk, next) = map.read_with(all.len() as u64, 128 * 1024, hint).unwrap();
                 if chunk.is_empty() {
                     break;
                 }
@@ -1004,7 +1068,7 @@ mod tests {
         let log = open_log(dir.path());
         let map = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         assert_eq!(map.len_bytes().unwrap(), 0);
-        assert_eq!(map.read(0, 10, None).unwrap().0, b"");
+        assert_eq!(map.read_with(0, 10, None).unwrap().0, b"");
         fill(&log, 10, 5);
         let first = expected(&log, ViewKind::Log, 0);
         assert_eq!(map.len_bytes().unwrap(), first.len() as u64);
@@ -1039,10 +1103,10 @@ mod tests {
         assert_eq!(new.len_bytes().unwrap(), new_bytes.len() as u64);
         // The old generation grew by exactly the new record and kept its prefix.
         let grown = old.len_bytes().unwrap();
-        let (tail, _) = old.read(before.len() as u64, 1 << 20, None).unwrap();
+        let (tail, _) = old.read_with(before.len() as u64, 1 << 20, None).unwrap();
         assert_eq!(grown, before.len() as u64 + tail.len() as u64);
         assert_eq!(tail, &new_bytes[new_bytes.len() - tail.len()..]);
-        let (head, _) = old.read(0, 10, None).unwrap();
+        let (head, _) = old.read_with(0, 10, None).unwrap();
         assert_eq!(head, &before[..10]);
     }
 
@@ -1074,7 +1138,7 @@ mod tests {
         let old = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         let before = expected(&log, ViewKind::Log, 0);
         assert_eq!(old.len_bytes().unwrap(), before.len() as u64);
-        let (head, hint) = old.read(0, 30, None).unwrap();
+        let (head, hint) = old.read_with(0, 30, None).unwrap();
         assert_eq!(head, &before[..30]);
 
         let outcome = log
@@ -1096,12 +1160,12 @@ mod tests {
             "k0 round 3\nk1 round 3\nk2 round 3\nk3 round 3\nk4 round 3\n"
         );
         assert_eq!(new.len_bytes().unwrap(), compacted.len() as u64);
-        assert_eq!(new.read(0, 1 << 20, None).unwrap().0, compacted);
+        assert_eq!(new.read_with(0, 1 << 20, None).unwrap().0, compacted);
         assert_eq!(new.position_of(0).unwrap(), 0);
         assert_eq!(new.position_of(16).unwrap(), 11);
 
         // The old map still reads the bytes it mapped, and follows new appends.
-        let (rest, _) = old.read(30, 1 << 20, hint).unwrap();
+        let (rest, _) = old.read_with(30, 1 << 20, hint).unwrap();
         assert_eq!([head, rest].concat(), before);
         log.append(&[NewRecord {
             key: Some(b"k9".to_vec()),
@@ -1112,11 +1176,11 @@ mod tests {
         .unwrap();
         assert_eq!(old.len_bytes().unwrap(), before.len() as u64 + 5);
         assert_eq!(
-            old.read(before.len() as u64, 100, None).unwrap().0,
+            old.read_with(before.len() as u64, 100, None).unwrap().0,
             b"late\n"
         );
         assert_eq!(
-            new.read(compacted.len() as u64, 100, None).unwrap().0,
+            new.read_with(compacted.len() as u64, 100, None).unwrap().0,
             b"late\n"
         );
     }
@@ -1253,7 +1317,7 @@ mod state_tests {
 
     fn whole(map: &ViewMap) -> Vec<u8> {
         let len = map.len_bytes().unwrap();
-        let (bytes, _) = map.read(0, len as usize + 1, None).unwrap();
+        let (bytes, _) = map.read_with(0, len as usize + 1, None).unwrap();
         assert_eq!(bytes.len() as u64, len);
         bytes
     }
@@ -1425,7 +1489,8 @@ mod concurrency_tests {
                         let mut got = Vec::new();
                         let mut hint = None;
                         while (got.len() as u64) < total {
-                            let (chunk, next) = map.read(got.len() as u64, 4096, hint).unwrap();
+                            let (chunk, next) =
+                                map.read_with(got.len() as u64, 4096, hint).unwrap();
                             assert!(!chunk.is_empty());
                             got.extend_from_slice(&chunk);
                             hint = next;

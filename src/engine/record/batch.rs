@@ -505,9 +505,30 @@ pub fn for_each_record<'a>(
     buf: &'a [u8],
     from_offset: i64,
     scratch: &'a mut Vec<u8>,
+    visit: impl FnMut(RecordRef<'a>) -> bool,
+) -> Result<BatchHeader, RecordError> {
+    for_each_record_in(buf, true, from_offset, scratch, visit)
+}
+
+/// [`for_each_record`] over a batch whose CRC was verified when it was read (every batch a
+/// fetch returns): the CRC is not computed again.
+pub fn for_each_record_verified<'a>(
+    buf: &'a [u8],
+    from_offset: i64,
+    scratch: &'a mut Vec<u8>,
+    visit: impl FnMut(RecordRef<'a>) -> bool,
+) -> Result<BatchHeader, RecordError> {
+    for_each_record_in(buf, false, from_offset, scratch, visit)
+}
+
+fn for_each_record_in<'a>(
+    buf: &'a [u8],
+    verify: bool,
+    from_offset: i64,
+    scratch: &'a mut Vec<u8>,
     mut visit: impl FnMut(RecordRef<'a>) -> bool,
 ) -> Result<BatchHeader, RecordError> {
-    walk_records(buf, true, from_offset, scratch, |context, index, body| {
+    walk_records(buf, verify, from_offset, scratch, |context, index, body| {
         let record = record_ref(context, index, body)?;
         Ok(record.offset < from_offset || visit(record))
     })
