@@ -305,7 +305,8 @@ fn a_partition_written_but_never_read_resumes_at_its_end() {
         state_file(&m, "w-0").exists(),
         "written, never read, stored"
     );
-    assert!(state_file(&m, "w-1").exists());
+    // Shorter than a checkpoint interval: mapped again faster than stored and read back.
+    assert!(!state_file(&m, "w-1").exists());
 
     m.remount();
     let dir = m.path("w/0");
@@ -326,7 +327,6 @@ fn a_partition_written_but_never_read_resumes_at_its_end() {
     assert!(from.starts_with(b"line 4321 "));
     assert!(want.ends_with(&from));
     assert_eq!(read(&m.path("w/1/log")), numbered_lines(0, 10));
-    assert!(m.daemon_log().contains(&resumed_line("Log", 0, 10)));
     let expected = views(&m, "w/0", 4321);
 
     // A last line without a newline is appended at close, and decoded by the next `stat`.

@@ -71,6 +71,10 @@ pub const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
 const SCAN_CHUNK_BYTES: usize = 256 * 1024;
 /// `from/<offset>` start positions remembered per map.
 const FROM_POSITION_CACHE: usize = 1024;
+/// The shortest map stored at a clean stop: a shorter one is mapped again from the log faster
+/// than its state is written and read back (and a stop of many small partitions would write
+/// one file each).
+pub const MIN_STORED_VIEW_BYTES: u64 = CHECKPOINT_INTERVAL_BYTES;
 /// Checkpoints per piece of stored state (64 KiB of them, about 256 MiB of view): what a read
 /// loads of a stored map at a time.
 #[cfg(not(test))]
@@ -300,11 +304,9 @@ impl ViewMap {
         }
     }
 
-    /// Whether the map has learned nothing yet (not even that its first offsets hold no
-    /// record).
-    fn mapped_nothing(&self) -> bool {
-        let state = self.lock();
-        state.total_bytes == 0 && state.next_offset == self.generation.log_start_offset
+    /// Whether the map is worth storing: it has mapped at least [`MIN_STORED_VIEW_BYTES`].
+    fn worth_storing(&self) -> bool {
+        self.lock().total_bytes >= MIN_STORED_VIEW_BYTES
     }
 
     /// What this map has learned, for [`store_view_state`]: `None` when its stored checkpoints
@@ -1392,8 +1394,9 @@ fn load_other_maps(
 }
 
 /// Stores what `maps` (one partition's maps, of one generation, at most one per kind) have
-/// learned, so the next start resumes from it. A kind with no map (or one that mapped
-/// nothing) keeps its stored state when that is still valid. Returns whether storage
+/// learned, so the next start resumes from it. Maps shorter than [`MIN_STORED_VIEW_BYTES`] are
+/// left out. A kind with no map (or one left out) keeps its stored state when that is still
+/// valid. Returns whether storage
 /// kept a new state: not when there is nothing new (every map is still where it resumed from
 /// the stored state, which stays), nor when the log has moved on to another generation.
 pub fn store_view_state(maps: &[Arc<ViewMap>]) -> FsResult<bool> {
@@ -1404,7 +1407,7 @@ pub fn store_view_state(maps: &[Arc<ViewMap>]) -> FsResult<bool> {
     let generation = first.generation();
     let maps: Vec<&Arc<ViewMap>> = maps
         .iter()
-        .filter(|m| m.generation() == generation && !m.mapped_nothing())
+        .filter(|m| m.generation() == generation && m.worth_storing())
         .collect();
     if maps.iter().all(|m| m.unchanged_since_resumed()) {
         return Ok(false);
@@ -2157,7 +2160,7 @@ mod state_tests {
     fn a_kind_without_a_map_keeps_its_stored_state() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
-        fill(&log, 0, 20);
+        fill(&log, 0, 40);
         let jsonl = Arc::new(ViewMap::new(
             partition(&log),
             ViewKind::Jsonl,
@@ -2184,14 +2187,28 @@ mod state_tests {
         whole(&resumed);
         assert!(!store_view_state(&[resumed]).unwrap());
         assert_eq!(log.load_view_state().unwrap(), stored);
-        // Nor does a map that mapped nothing.
-        let empty = Arc::new(ViewMap::new(
+        // Nor does a map too short to be worth it.
+        let short = Arc::new(ViewMap::new(
             partition(&log),
             ViewKind::Log,
             log.view_generation(),
         ));
-        *empty.lock() = MapState::empty(0);
-        assert!(!store_view_state(&[empty]).unwrap());
+        *short.lock() = MapState::empty(0);
+        assert!(!store_view_state(std::slice::from_ref(&short)).unwrap());
+        short.len_bytes().unwrap();
+        assert!(short.lock().total_bytes >= MIN_STORED_VIEW_BYTES);
+        assert!(store_view_state(&[short]).unwrap());
+        let small_dir = tempfile::tempdir().unwrap();
+        let small = Arc::new(Log::open(small_dir.path(), LogConfig::default()).unwrap());
+        fill(&small, 0, 5);
+        let map = Arc::new(ViewMap::new(
+            partition(&small),
+            ViewKind::Log,
+            small.view_generation(),
+        ));
+        assert!(whole(&map).len() < MIN_STORED_VIEW_BYTES as usize);
+        assert!(!store_view_state(&[map]).unwrap());
+        assert!(small.load_view_state().is_none());
     }
 
     #[test]
