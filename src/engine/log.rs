@@ -1565,3 +1565,61 @@ fn encode_within_limit<T>(
     encode_within_limit(left, limit, encode, out)?;
     encode_within_limit(right, limit, encode, out)
 }
+
+#[cfg(test)]
+mod view_state_tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Log {
+        Log::open(dir, LogConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn view_state_is_written_at_close_read_in_parts_and_dropped_with_its_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(VIEW_STATE_FILE);
+        let log = open(dir.path());
+        log.append(&[NewRecord::value("a"), NewRecord::value("b")])
+            .unwrap();
+        assert!(log.read_view_state(0, 0, 100).is_none());
+        let blob: Vec<u8> = (0..=255u8).collect();
+        assert!(log.store_view_state(0, &blob).unwrap());
+        assert!(!log.store_view_state(1, b"another generation").unwrap());
+        // Served from memory until the close writes it.
+        assert!(!file.exists());
+        assert_eq!(log.read_view_state(0, 10, 5).unwrap(), &blob[10..15]);
+        assert_eq!(log.read_view_state(0, 250, 100).unwrap(), &blob[250..]);
+        assert_eq!(log.read_view_state(0, 300, 100).unwrap(), b"");
+        assert!(log.read_view_state(1, 0, 100).is_none());
+        log.close().unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), blob);
+        assert!(!dir.path().join(format!("{VIEW_STATE_FILE}.tmp")).exists());
+        assert!(log.read_view_state(0, 0, 10).is_none(), "closed");
+
+        // From the file after a clean close, in parts.
+        let log = open(dir.path());
+        assert_eq!(log.load_view_state().unwrap(), blob);
+        assert_eq!(log.read_view_state(0, 100, 3).unwrap(), &blob[100..103]);
+        assert_eq!(log.read_view_state(0, 254, 9).unwrap(), &blob[254..]);
+        // Another generation: the file still describes the old one (its readers may read it),
+        // not the current one; a close removes it.
+        log.delete_records(1).unwrap();
+        assert!(log.load_view_state().is_none());
+        assert!(log.read_view_state(1, 0, 10).is_none());
+        assert_eq!(log.read_view_state(0, 0, 2).unwrap(), &blob[..2]);
+        log.close().unwrap();
+        assert!(!file.exists());
+
+        // After an unclean stop (no close), the next open drops it.
+        let log = open(dir.path());
+        assert!(log.store_view_state(0, &blob).unwrap());
+        log.close().unwrap();
+        assert!(file.exists());
+        let log = open(dir.path());
+        log.append(&[NewRecord::value("c")]).unwrap();
+        drop(log);
+        let log = open(dir.path());
+        assert!(!file.exists());
+        assert!(log.load_view_state().is_none());
+    }
+}
