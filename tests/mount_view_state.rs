@@ -1,7 +1,9 @@
 //! Views' position maps stored at a clean stop (`lmqfs-view-state` in the partition directory):
 //! after a remount the views are byte for byte what they were, the first `stat` maps only what
 //! the stored state does not cover (the daemon log says where it resumed), and a state that is
-//! missing, corrupt or stale is ignored and the views are mapped from the log.
+//! missing, corrupt or stale is ignored and the views are mapped from the log. Lines written to
+//! `append` keep the `log` map up to date, so a partition never read is stored too; a part of
+//! the state found damaged only when a read needs it makes the view be mapped from the log.
 
 mod common;
 
@@ -9,7 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{read, sh_ok, write_once, Mount};
+use common::{open_append, read, sh_ok, write_once, Mount};
+use std::io::Write;
 
 /// What a user sees of a partition's views.
 #[derive(Debug, PartialEq, Eq)]
@@ -149,8 +152,12 @@ fn missing_corrupt_or_stale_state_is_ignored_and_views_are_mapped_from_the_log()
     assert!(log.contains("stored view state ignored (corrupt"), "{log}");
     assert!(!log.contains("view resumed"), "{log}");
     clean_unmount(&mut m);
-    // Mapped again from the log, the same state is stored.
-    assert_eq!(fs::read(&state).unwrap(), good);
+    // Mapped again from the log, a state is stored again, and the next start resumes from it.
+    assert_ne!(fs::read(&state).unwrap(), b"this is not a view state");
+    m.remount();
+    assert_eq!(views(&m, "t/0", 1500), expected);
+    assert!(m.daemon_log().contains(&resumed_line("Log", 0, 3000)));
+    clean_unmount(&mut m);
 
     // A valid state with one flipped byte fails its checksum.
     let mut flipped = good.clone();
@@ -262,4 +269,116 @@ fn kill_9_drops_the_stored_state_and_views_stay_exact() {
     let log = m.daemon_log();
     assert!(!log.contains("view resumed"), "{log}");
     assert!(log.contains("unclean shutdown"), "{log}");
+}
+
+/// `count` lines from number `first` on, as `append` gets them: `line N` and a varying tail.
+fn numbered_lines(first: usize, count: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in first..first + count {
+        out.extend_from_slice(format!("line {i} {}\n", "y".repeat(i * 7 % 130)).as_bytes());
+    }
+    out
+}
+
+/// Writes `bytes` to `partition/append` through one open file, `chunk` bytes per `write()`
+/// (lines cut across writes), and closes it.
+fn write_in_chunks(m: &Mount, partition: &str, bytes: &[u8], chunk: usize) {
+    let mut file = open_append(&m.path(&format!("{partition}/append"))).unwrap();
+    for piece in bytes.chunks(chunk) {
+        file.write_all(piece).unwrap();
+    }
+}
+
+#[test]
+fn a_partition_written_but_never_read_resumes_at_its_end() {
+    let Some(mut m) = Mount::new() else { return };
+    m.create_topic("w", 2);
+    write_once(&m.path("w/config"), b"segment.bytes=131072\n").unwrap();
+    // Through two open files, lines cut across writes; nothing reads `log` in this run.
+    let first = numbered_lines(0, 5000);
+    let second = numbered_lines(5000, 3000);
+    write_in_chunks(&m, "w/0", &first, 4093);
+    write_in_chunks(&m, "w/0", &second, 65536);
+    write_in_chunks(&m, "w/1", &numbered_lines(0, 10), 7);
+    clean_unmount(&mut m);
+    assert!(
+        state_file(&m, "w-0").exists(),
+        "written, never read, stored"
+    );
+    // Shorter than a checkpoint interval: mapped again faster than stored and read back.
+    assert!(!state_file(&m, "w-1").exists());
+
+    m.remount();
+    let dir = m.path("w/0");
+    let log_size = fs::metadata(dir.join("log")).unwrap().len();
+    let log = m.daemon_log();
+    // The first `stat` resumed at the log end: it had no record to decode.
+    assert!(log.contains(&resumed_line("Log", 0, 8000)), "{log}");
+    // `log.jsonl` is not kept up to date by appends: it is mapped from the log.
+    assert!(!log.contains("Jsonl view resumed"), "{log}");
+    let want = [first, second].concat();
+    assert_eq!(log_size, want.len() as u64);
+    assert_eq!(read(&dir.join("log")), want);
+    assert_eq!(
+        sh_ok(&dir, "tail -n 1 log").as_bytes(),
+        numbered_lines(7999, 1)
+    );
+    let from = read(&dir.join("from/4321"));
+    assert!(from.starts_with(b"line 4321 "));
+    assert!(want.ends_with(&from));
+    assert_eq!(read(&m.path("w/1/log")), numbered_lines(0, 10));
+    let expected = views(&m, "w/0", 4321);
+
+    // A last line without a newline is appended at close, and decoded by the next `stat`.
+    write_once(&m.path("w/0/append"), b"unterminated").unwrap();
+    clean_unmount(&mut m);
+    m.remount();
+    let grown = views(&m, "w/0", 4321);
+    assert_eq!(&grown.log[..expected.log.len()], &expected.log[..]);
+    assert_eq!(grown.tail, "unterminated\n");
+    assert_eq!(
+        grown.jsonl_size,
+        fs::metadata(m.path("w/0/log.jsonl")).unwrap().len()
+    );
+    assert!(!m.daemon_log().contains("ignored"), "{}", m.daemon_log());
+}
+
+#[test]
+fn damaged_checkpoints_found_by_a_read_are_dropped_and_the_view_is_mapped_again() {
+    let Some(mut m) = Mount::new() else { return };
+    m.create_topic("t", 1);
+    append_lines(&m, "t/0", 0, 4000);
+    clean_unmount(&mut m);
+    let state = state_file(&m, "t-0");
+    let good = fs::read(&state).unwrap();
+
+    m.remount();
+    let expected = views(&m, "t/0", 2000);
+    clean_unmount(&mut m);
+    // The last byte is the last checkpoint's position: its piece no longer matches its
+    // checksum, while the header (all the first `stat` reads) is intact.
+    let mut damaged = good.clone();
+    *damaged.last_mut().unwrap() ^= 0x10;
+    fs::write(&state, &damaged).unwrap();
+    m.remount();
+    let dir = m.path("t/0");
+    assert_eq!(
+        fs::metadata(dir.join("log")).unwrap().len(),
+        expected.log_size
+    );
+    assert!(m.daemon_log().contains(&resumed_line("Log", 0, 4000)));
+    // `tail` reads the end: it needs the damaged piece.
+    assert_eq!(sh_ok(&dir, "tail -n 1 log"), expected.tail);
+    let log = m.daemon_log();
+    assert!(
+        log.contains("Log view: stored view state ignored (corrupt: the Log view's piece"),
+        "{log}"
+    );
+    assert!(log.contains("mapped again from the log"), "{log}");
+    assert_eq!(views(&m, "t/0", 2000), expected);
+    clean_unmount(&mut m);
+    // Stored again whole, and used.
+    m.remount();
+    assert_eq!(views(&m, "t/0", 2000), expected);
+    assert!(!m.daemon_log().contains("ignored"), "{}", m.daemon_log());
 }

@@ -7,7 +7,8 @@
 //!   ([`super::cleaner`]), and `lmqfs-cleaner-swap` while a compaction swap is in flight;
 //! - `lmqfs-keys-snapshot`: the key index as of the last clean close ([`super::keys`]);
 //! - `lmqfs-view-state`: an opaque blob the file layer stored about the log's records (its view
-//!   position maps), kept only while it still describes them ([`Log::store_view_state`]);
+//!   position maps), written at a clean close and kept only while it still describes them
+//!   ([`Log::store_view_state`]);
 //! - `*.deleted`: segments retention or compaction removed, kept for `file.delete.delay.ms`.
 //!
 //! Cleanup and readers: retention and compaction never rewrite a segment in place; they take
@@ -26,6 +27,8 @@ use log::{error, info, warn};
 
 use super::checkpoint::{self, Checkpoint};
 use super::cleaner::{self, CleanerCheckpoint, CleanerConfig, CompactionOutcome};
+use super::error::IoResultExt;
+use super::io::{file_system, OpenMode};
 use super::keys::KeyIndex;
 use super::loader;
 use super::record::{self, BatchHeader, NewRecord, Record};
@@ -176,6 +179,9 @@ struct LogInner {
     swap_crash: Option<(cleaner::SwapStep, usize)>,
     /// The view generation the `lmqfs-view-state` file describes, if there is one.
     view_state_generation: Option<u64>,
+    /// A view state stored for the generation it names, not yet written: [`Log::close`]
+    /// writes it (see [`Log::store_view_state`]).
+    pending_view_state: Option<(u64, Arc<[u8]>)>,
 }
 
 /// A segment no longer in the log, kept for readers of the generations that had it.
@@ -252,6 +258,7 @@ impl Log {
                 keys: None,
                 swap_crash: None,
                 view_state_generation,
+                pending_view_state: None,
             }),
             unavailable: None,
         })
@@ -288,6 +295,7 @@ impl Log {
                 keys: None,
                 swap_crash: None,
                 view_state_generation: None,
+                pending_view_state: None,
             }),
             unavailable: Some(reason),
         }
@@ -1121,38 +1129,76 @@ impl Log {
     }
 
     /// Stores `state`, an opaque blob the caller derived from the records of view generation
-    /// `generation`, in `lmqfs-view-state` (atomically). Returns false, storing nothing, when
-    /// the log has moved on to another generation. The file is kept across a clean close while
-    /// the generation it describes is still the current one, removed otherwise (at close, and
-    /// at open after an unclean stop), so what [`Self::load_view_state`] returns always
-    /// describes a prefix of the log (records appended later are not in it).
+    /// `generation`. Returns false, storing nothing, when the log has moved on to another
+    /// generation. The blob is kept in memory and written by [`Self::close`] to
+    /// `lmqfs-view-state` (atomically, before the clean-shutdown marker, so that a stop of many
+    /// partitions writes them in parallel and shares the marker's directory fsync). The file
+    /// is kept across a clean close while the generation it describes is still the current
+    /// one, removed otherwise (at close, and at open after an unclean stop), so what
+    /// [`Self::read_view_state`] returns always describes a prefix of that generation's records
+    /// (records appended later are not in it).
     pub fn store_view_state(&self, generation: u64, state: &[u8]) -> Result<bool> {
         let mut inner = self.lock_open()?;
         if generation != inner.generation {
             return Ok(false);
         }
-        checkpoint::write_atomically(&self.dir.join(VIEW_STATE_FILE), state)?;
-        inner.view_state_generation = Some(generation);
+        inner.pending_view_state = Some((generation, Arc::from(state)));
         Ok(true)
     }
 
-    /// The blob last stored by [`Self::store_view_state`] when it still describes the current
-    /// generation's records (a prefix of them), `None` otherwise or when it cannot be read.
-    pub fn load_view_state(&self) -> Option<Vec<u8>> {
+    /// Up to `max_bytes` of the view state stored for view generation `generation`, from byte
+    /// `position` on (fewer at its end, none past it): the blob last given to
+    /// [`Self::store_view_state`] in this run, or else the file a clean close left, when it
+    /// describes that generation. `None` when there is none, it describes another generation,
+    /// the log is closed, or the file cannot be read. A caller that reads the blob in parts
+    /// checks each part (a later store replaces it).
+    pub fn read_view_state(
+        &self,
+        generation: u64,
+        position: u64,
+        max_bytes: usize,
+    ) -> Option<Vec<u8>> {
+        let part = |bytes: &[u8]| {
+            let from = usize::try_from(position)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            bytes[from..from + max_bytes.min(bytes.len() - from)].to_vec()
+        };
         {
             let inner = self.lock();
-            if inner.closed || inner.view_state_generation != Some(inner.generation) {
+            if inner.closed {
+                return None;
+            }
+            match &inner.pending_view_state {
+                Some((stored, bytes)) if *stored == generation => return Some(part(bytes)),
+                _ => {}
+            }
+            if inner.view_state_generation != Some(generation) {
                 return None;
             }
         }
         let path = self.dir.join(VIEW_STATE_FILE);
-        match std::fs::read(&path) {
+        let read = || -> std::io::Result<Vec<u8>> {
+            let file = file_system().open(&path, OpenMode::Existing)?;
+            let size = file.size()?;
+            let len = size.saturating_sub(position).min(max_bytes as u64) as usize;
+            let mut bytes = vec![0; len];
+            file.read_exact_at(&mut bytes, position)?;
+            Ok(bytes)
+        };
+        match read() {
             Ok(bytes) => Some(bytes),
             Err(e) => {
                 info!("{}: cannot read it ({e})", path.display());
                 None
             }
         }
+    }
+
+    /// The whole view state stored for the current generation (see [`Self::read_view_state`]).
+    pub fn load_view_state(&self) -> Option<Vec<u8>> {
+        let generation = self.lock().generation;
+        self.read_view_state(generation, 0, usize::MAX)
     }
 
     /// Flushes, trims the active indexes and writes the clean-shutdown marker. The log refuses
@@ -1172,6 +1218,20 @@ impl Log {
         }
         if let Some(keys) = &inner.keys {
             keys.write_snapshot(&self.dir)?;
+        }
+        if let Some((generation, state)) = inner.pending_view_state.take() {
+            if generation == inner.generation {
+                match write_view_state(&self.dir, &state) {
+                    Ok(()) => inner.view_state_generation = Some(generation),
+                    // The file, if any, is still the one from before: a prefix of these
+                    // records when its generation is this one, removed below otherwise.
+                    Err(e) => warn!(
+                        "{}: could not write its view state ({e}); the next start maps its \
+                         views from the log",
+                        self.dir.display()
+                    ),
+                }
+            }
         }
         if inner
             .view_state_generation
@@ -1195,6 +1255,19 @@ impl Log {
 
 /// File name of the blob [`Log::store_view_state`] stores.
 pub const VIEW_STATE_FILE: &str = "lmqfs-view-state";
+
+/// Writes the view state file whole or not at all: a `.tmp` sibling, fdatasync, rename. The
+/// rename is made durable by the directory fsync of the clean-shutdown marker written after
+/// it; without that marker the next open drops the file anyway.
+fn write_view_state(dir: &Path, state: &[u8]) -> Result<()> {
+    let path = dir.join(VIEW_STATE_FILE);
+    let tmp = dir.join(format!("{VIEW_STATE_FILE}.tmp"));
+    let file = file_system().open(&tmp, OpenMode::Truncate).at(&tmp)?;
+    file.write_all_at(state, 0).at(&tmp)?;
+    file.sync_data().at(&tmp)?;
+    drop(file);
+    file_system().rename(&tmp, &path).at(&path)
+}
 
 /// Removes the view state file, if any (durably).
 fn remove_view_state(dir: &Path) -> Result<()> {
@@ -1491,4 +1564,62 @@ fn encode_within_limit<T>(
     let (left, right) = items.split_at(items.len() / 2);
     encode_within_limit(left, limit, encode, out)?;
     encode_within_limit(right, limit, encode, out)
+}
+
+#[cfg(test)]
+mod view_state_tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Log {
+        Log::open(dir, LogConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn view_state_is_written_at_close_read_in_parts_and_dropped_with_its_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(VIEW_STATE_FILE);
+        let log = open(dir.path());
+        log.append(&[NewRecord::value("a"), NewRecord::value("b")])
+            .unwrap();
+        assert!(log.read_view_state(0, 0, 100).is_none());
+        let blob: Vec<u8> = (0..=255u8).collect();
+        assert!(log.store_view_state(0, &blob).unwrap());
+        assert!(!log.store_view_state(1, b"another generation").unwrap());
+        // Served from memory until the close writes it.
+        assert!(!file.exists());
+        assert_eq!(log.read_view_state(0, 10, 5).unwrap(), &blob[10..15]);
+        assert_eq!(log.read_view_state(0, 250, 100).unwrap(), &blob[250..]);
+        assert_eq!(log.read_view_state(0, 300, 100).unwrap(), b"");
+        assert!(log.read_view_state(1, 0, 100).is_none());
+        log.close().unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), blob);
+        assert!(!dir.path().join(format!("{VIEW_STATE_FILE}.tmp")).exists());
+        assert!(log.read_view_state(0, 0, 10).is_none(), "closed");
+
+        // From the file after a clean close, in parts.
+        let log = open(dir.path());
+        assert_eq!(log.load_view_state().unwrap(), blob);
+        assert_eq!(log.read_view_state(0, 100, 3).unwrap(), &blob[100..103]);
+        assert_eq!(log.read_view_state(0, 254, 9).unwrap(), &blob[254..]);
+        // Another generation: the file still describes the old one (its readers may read it),
+        // not the current one; a close removes it.
+        log.delete_records(1).unwrap();
+        assert!(log.load_view_state().is_none());
+        assert!(log.read_view_state(1, 0, 10).is_none());
+        assert_eq!(log.read_view_state(0, 0, 2).unwrap(), &blob[..2]);
+        log.close().unwrap();
+        assert!(!file.exists());
+
+        // After an unclean stop (no close), the next open drops it.
+        let log = open(dir.path());
+        assert!(log.store_view_state(0, &blob).unwrap());
+        log.close().unwrap();
+        assert!(file.exists());
+        let log = open(dir.path());
+        log.append(&[NewRecord::value("c")]).unwrap();
+        drop(log);
+        let log = open(dir.path());
+        assert!(!file.exists());
+        assert!(log.load_view_state().is_none());
+    }
 }

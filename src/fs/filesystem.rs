@@ -1214,9 +1214,14 @@ impl LmqFs {
                 };
                 if !split.is_empty() {
                     let appended = match format {
-                        AppendFormat::Lines => {
-                            self.append_values(partition, &**log, &split.values())
-                        }
+                        AppendFormat::Lines => self
+                            .append_values(partition, &**log, &split.values())
+                            .inspect(|info| {
+                                // The `log` view grows by exactly the complete lines: the
+                                // pending tail they continue and this write up to its tail.
+                                let view_bytes = (pending.len() + split.tail_start) as u64;
+                                self.log_view_lines_appended(partition, &**log, info, view_bytes)
+                            }),
                         AppendFormat::Jsonl => {
                             self.append_records(partition, &**log, &split.records)
                         }

@@ -218,7 +218,7 @@ impl Partition for EmbeddedPartition {
         self.log.store_view_state(generation, state)
     }
 
-    fn load_view_state(&self) -> Option<Vec<u8>> {
-        self.log.load_view_state()
+    fn read_view_state(&self, generation: u64, position: u64, max_bytes: usize) -> Option<Vec<u8>> {
+        self.log.read_view_state(generation, position, max_bytes)
     }
 }

@@ -160,10 +160,16 @@ pub trait Partition: Send + Sync {
         Ok(false)
     }
 
-    /// The blob [`Self::store_view_state`] last stored, when storage still believes it
-    /// describes a prefix of the current generation's records. The caller validates it all the
+    /// Up to `max_bytes` of the blob [`Self::store_view_state`] stored for view generation
+    /// `generation`, from byte `position` on (fewer at its end), when storage still believes
+    /// it describes a prefix of that generation's records. The caller validates it all the
     /// same. The default keeps nothing.
-    fn load_view_state(&self) -> Option<Vec<u8>> {
+    fn read_view_state(
+        &self,
+        _generation: u64,
+        _position: u64,
+        _max_bytes: usize,
+    ) -> Option<Vec<u8>> {
         None
     }
 }
