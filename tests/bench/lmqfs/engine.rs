@@ -1,6 +1,6 @@
 //! The engine in-process: `lmqfs::engine::Log` against the `commitlog` crate on the same
 //! values, each side through its fastest public API, as a user of the library who wants speed
-//! would call it. Neither fsyncs; the page cache is warm.
+//! would call it. Neither fsyncs while timed; the page cache is warm.
 //!
 //! - Append: about 256 KiB of values per append, the same values every time. Each side encodes
 //!   them inside the timer, every append: lmqfs's `Log::append_values` takes the values as
@@ -8,6 +8,10 @@
 //!   from them (`clear`, then `push` of each value, which writes its header and CRC-32C) before
 //!   `CommitLog::append`. commitlog keeps one `MessageBuf` across appends, its cheapest way
 //!   of appending new data.
+//! - Between the two, outside the timers, each side flushes its log (`Log::flush`,
+//!   `CommitLog::flush`), so the kernel's writeback of the appended data does not run during
+//!   the reads (on a machine of two CPUs it took one of them for part of the short read phase,
+//!   on either side by chance).
 //! - Read: from offset 0, 1 MiB per read, each record's value counted, until the log end; both
 //!   logs must return every value byte appended. lmqfs reads with `Log::read_into` into one
 //!   `MemoryRecords` kept across reads (one `pread`, each batch's CRC checked once, records
@@ -64,6 +68,8 @@ pub fn lmqfs_log(dir: &Path, record_bytes: usize, total_bytes: u64) -> Result<(E
         context(log.append_values(&batch), "lmqfs Log::append_values")?;
     }
     let append = started.elapsed();
+    // Written back before the reads are timed (see the module doc).
+    context(log.flush(), "lmqfs Log::flush")?;
 
     let end = log.log_end_offset();
     let started = Instant::now();
@@ -120,6 +126,7 @@ pub fn commitlog(dir: &Path, record_bytes: usize, total_bytes: u64) -> Result<(E
             .map_err(|e| format!("commitlog append: {e:?}"))?;
     }
     let append = started.elapsed();
+    log.flush().map_err(|e| format!("commitlog flush: {e:?}"))?;
 
     let end = log.next_offset();
     let started = Instant::now();
