@@ -494,7 +494,9 @@ impl Log {
     /// `records`' buffer (kept from earlier reads), each CRC checked once, compressed ones
     /// decompressed once, and [`MemoryRecords::records`] then yields each record borrowed from
     /// those bytes, without an allocation per record. What was in `records` is replaced; on an
-    /// error it is left empty.
+    /// error it is left empty. A malformed batch (records that do not parse or decompress) is
+    /// the error of [`MemoryRecords::records`] when the walk gets to it, as [`Self::read`]
+    /// gives it.
     ///
     /// ```no_run
     /// # fn main() -> lmqfs::engine::Result<()> {
@@ -535,7 +537,7 @@ impl Log {
             }
             inner.read_into(start_offset, max_bytes, bytes, batches)?;
         }
-        records.finish_read()?;
+        records.finish_read();
         Ok(())
     }
 

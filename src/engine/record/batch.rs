@@ -790,10 +790,10 @@ fn short_varint_at(buf: &[u8], at: usize) -> Option<(i32, usize)> {
     let (raw, used) = if word & 0x80 == 0 {
         (word & 0x7f, 1)
     } else if word & 0x8000 == 0 {
-        ((word & 0x7f) | (word >> 1) & 0x3f80, 2)
+        ((word & 0x7f) | ((word >> 1) & 0x3f80), 2)
     } else if word & 0x80_0000 == 0 {
         (
-            (word & 0x7f) | (word >> 1) & 0x3f80 | (word >> 2) & 0x1f_c000,
+            (word & 0x7f) | ((word >> 1) & 0x3f80) | ((word >> 2) & 0x1f_c000),
             3,
         )
     } else {

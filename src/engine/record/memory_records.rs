@@ -16,8 +16,8 @@ use super::{compression, BatchHeader, Compression, RecordError, BATCH_HEADER_SIZ
 /// Reuse one for many reads: its buffers keep their allocations.
 ///
 /// Only the log fills it, so every batch in it passed its CRC check; the records are checked
-/// as they are walked (a malformed record is the [`RecordError`] [`super::decode_batch`]
-/// gives).
+/// as they are walked (a malformed record, or compressed records that do not decompress, is
+/// the [`RecordError`] [`super::decode_batch`] gives, in the same order).
 #[derive(Default)]
 pub struct MemoryRecords {
     /// The batches' bytes, back to back from the start; bytes after the last batch are stale.
@@ -48,6 +48,8 @@ impl std::fmt::Debug for MemoryRecords {
 enum Section {
     Raw(Range<usize>),
     Decompressed(Range<usize>),
+    /// Its codec is unknown, or its records did not decompress.
+    Failed(RecordError),
 }
 
 impl MemoryRecords {
@@ -87,7 +89,8 @@ impl MemoryRecords {
     }
 
     /// Every record from [`Self::start_offset`] on, in offset order, borrowed from the
-    /// batches. A malformed record is an error, and the last item.
+    /// batches. A malformed record (in any batch, before the start offset too) is an error,
+    /// and the last item.
     pub fn records(&self) -> Records<'_> {
         Records {
             memory: self,
@@ -109,44 +112,39 @@ impl MemoryRecords {
         (&mut self.bytes, &mut self.batches)
     }
 
-    /// Finds each batch's records section, decompressing the compressed ones. On an error
-    /// the set is left empty.
-    pub(crate) fn finish_read(&mut self) -> Result<(), RecordError> {
-        let result = self.locate_sections();
-        if result.is_err() {
-            self.batches.clear();
-            self.sections.clear();
-        }
-        result
-    }
-
-    fn locate_sections(&mut self) -> Result<(), RecordError> {
+    /// Finds each batch's records section, decompressing the compressed ones. A batch whose
+    /// codec is unknown or whose records do not decompress is kept, with its error:
+    /// [`Self::records`] gives it when the walk gets there, after the batches before it.
+    pub(crate) fn finish_read(&mut self) {
         for (header, at) in &self.batches {
             let records = at + BATCH_HEADER_SIZE..at + header.total_size();
-            let section = match header.compression()? {
-                Compression::None => Section::Raw(records),
-                codec => {
+            let section = match header.compression() {
+                Ok(Compression::None) => Section::Raw(records),
+                Ok(codec) => {
                     let start = self.decompressed.len();
-                    compression::decompress_into(
-                        codec,
-                        &self.bytes[records],
-                        &mut self.decompressed,
-                    )?;
-                    Section::Decompressed(start..self.decompressed.len())
+                    let bytes = &self.bytes[records];
+                    match compression::decompress_into(codec, bytes, &mut self.decompressed) {
+                        Ok(()) => Section::Decompressed(start..self.decompressed.len()),
+                        Err(e) => {
+                            self.decompressed.truncate(start);
+                            Section::Failed(e)
+                        }
+                    }
                 }
+                Err(e) => Section::Failed(e),
             };
             self.sections.push(section);
         }
-        Ok(())
     }
 
     /// The header and records section of batch `i`.
-    fn section(&self, i: usize) -> (&BatchHeader, &[u8]) {
+    fn section(&self, i: usize) -> Result<(&BatchHeader, &[u8]), RecordError> {
         let section = match &self.sections[i] {
             Section::Raw(range) => &self.bytes[range.clone()],
             Section::Decompressed(range) => &self.decompressed[range.clone()],
+            Section::Failed(e) => return Err(e.clone()),
         };
-        (&self.batches[i].0, section)
+        Ok((&self.batches[i].0, section))
     }
 }
 
@@ -164,10 +162,12 @@ impl<'a> Iterator for Records<'a> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        match self.current.next_common() {
-            Some(record) => Some(Ok(record)),
-            None => self.next_in_full(),
+        while let Some(record) = self.current.next_common() {
+            if record.offset >= self.memory.start_offset {
+                return Some(Ok(record));
+            }
         }
+        self.next_in_full()
     }
 }
 
@@ -178,16 +178,25 @@ impl<'a> Records<'a> {
     fn next_in_full(&mut self) -> Option<Result<RecordRef<'a>, RecordError>> {
         loop {
             match self.current.next_record() {
-                Ok(Some(record)) => return Some(Ok(record)),
+                Ok(Some(record)) if record.offset >= self.memory.start_offset => {
+                    return Some(Ok(record))
+                }
+                Ok(Some(_)) => continue,
                 Ok(None) => {}
                 Err(e) => return Some(Err(self.stop(e))),
             }
             if self.next_batch >= self.memory.sections.len() {
                 return None;
             }
-            let (header, section) = self.memory.section(self.next_batch);
+            let section = self.memory.section(self.next_batch);
             self.next_batch += 1;
-            match BatchRecords::new(header, section, self.memory.start_offset) {
+            let (header, section) = match section {
+                Ok(found) => found,
+                Err(e) => return Some(Err(self.stop(e))),
+            };
+            // Every record is parsed, those before the start offset too, so a malformed one
+            // is the error `decode_batch` gives (as `Log::read` always did).
+            match BatchRecords::new(header, section, i64::MIN) {
                 Ok(records) => self.current = records,
                 Err(e) => return Some(Err(self.stop(e))),
             }
@@ -206,7 +215,7 @@ impl<'a> Records<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::record::NewRecord;
+    use crate::engine::record::{NewRecord, Record};
     use crate::engine::{EngineError, Header, Log, LogConfig};
 
     /// A log in `dir` of batches of 1..40 records (some keyed, some with headers, some
@@ -290,6 +299,73 @@ mod tests {
             offset = memory.next_offset().unwrap();
         }
         assert_eq!(seen, log.log_end_offset());
+    }
+
+    /// What `Log::read` returned before it read through `MemoryRecords`: each batch decoded
+    /// whole by `decode_batch`, then the records from `offset` (errors as text, to compare).
+    fn read_by_decoding_batches(
+        log: &Log,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, String> {
+        let result = log.read_batches(offset, max_bytes).and_then(|batches| {
+            let mut records = Vec::new();
+            for batch in batches {
+                let decoded = crate::engine::record::decode_batch(&batch.bytes)?;
+                records.extend(decoded.records.into_iter().filter(|r| r.offset >= offset));
+            }
+            Ok(records)
+        });
+        result.map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn read_of_malformed_batches_gives_the_errors_decoding_them_gave() {
+        for codec in [Compression::None, Compression::Lz4] {
+            let dir = tempfile::tempdir().unwrap();
+            log_with_batches(dir.path(), codec).close().unwrap();
+            let path = dir.path().join(format!("{:020}.log", 0));
+            let clean = std::fs::read(&path).unwrap();
+            // Batch starts, to find each byte's batch and re-sign it after a change.
+            let mut starts = Vec::new();
+            let mut at = 0;
+            while at < clean.len() {
+                starts.push(at);
+                at += BatchHeader::parse(&clean[at..]).unwrap().total_size();
+            }
+            let mut errors = 0;
+            // About 40 changed bytes, spread over the file.
+            let step = (clean.len() / 40) | 1;
+            for (case, byte_at) in (BATCH_HEADER_SIZE..clean.len()).step_by(step).enumerate() {
+                let start = *starts.iter().rev().find(|s| **s <= byte_at).unwrap();
+                if byte_at < start + BATCH_HEADER_SIZE {
+                    continue;
+                }
+                let mut bytes = clean.clone();
+                bytes[byte_at] ^= [0x01, 0x80, 0xff, 0x40][case % 4];
+                let end = start + BatchHeader::parse(&bytes[start..]).unwrap().total_size();
+                let crc = crc32c::crc32c(&bytes[start + 21..end]);
+                bytes[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+                std::fs::write(&path, &bytes).unwrap();
+                let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+                let mut memory = MemoryRecords::new();
+                for offset in (0..log.log_end_offset()).step_by(41) {
+                    for max_bytes in [1, 20_000] {
+                        let want = read_by_decoding_batches(&log, offset, max_bytes);
+                        errors += usize::from(want.is_err());
+                        let got = log.read(offset, max_bytes).map_err(|e| format!("{e:?}"));
+                        assert!(got == want, "{codec:?} byte {byte_at} offset {offset}");
+                        log.read_into(offset, max_bytes, &mut memory).unwrap();
+                        let walked: Result<Vec<_>, RecordError> =
+                            memory.records().map(|r| r.map(|r| r.to_record())).collect();
+                        let walked = walked.map_err(|e| format!("{:?}", EngineError::from(e)));
+                        assert!(walked == want, "{codec:?} byte {byte_at} offset {offset}");
+                    }
+                }
+                log.close().unwrap();
+            }
+            assert!(errors > 0, "no case hit a malformed record");
+        }
     }
 
     #[test]

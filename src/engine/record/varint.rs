@@ -93,7 +93,7 @@ fn write_unsigned(buf: &mut Vec<u8>, mut value: u64) {
 #[inline]
 pub fn read_varint(buf: &[u8]) -> Result<(i32, usize), VarintError> {
     match read_short(buf) {
-        Some((raw, used)) => Ok((zigzag_decode_i32(raw as u32), used)),
+        Some((raw, used)) => Ok((zigzag_decode_i32(raw), used)),
         None => {
             let (raw, used) = read_unsigned(buf, MAX_VARINT_BYTES, 32)?;
             Ok((zigzag_decode_i32(raw as u32), used))
