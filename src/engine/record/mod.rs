@@ -39,8 +39,9 @@ pub mod memory_records;
 pub mod varint;
 
 pub use batch::{
-    decode_batch, encode_batch, encode_value_batch, find_record, for_each_record, set_base_offset,
-    verify_batch, BatchHeader, BatchRecords, DecodedBatch, HeadersRef, RecordRef,
+    decode_batch, encode_batch, encode_value_batch, find_record, for_each_record,
+    for_each_record_in_verified, set_base_offset, verify_batch, BatchHeader, BatchRecords,
+    DecodedBatch, HeadersRef, RecordRef,
 };
 pub use compression::MAX_DECOMPRESSED_BYTES;
 pub use memory_records::MemoryRecords;
