@@ -881,7 +881,7 @@ fn find_record_in(buf: &[u8], verify: bool, offset: i64) -> Result<Option<Record
 /// The header and the (uncompressed) records section of one whole batch: `buf` itself past
 /// the header, or its records decompressed into `scratch` (cleared first). `verify`: check the
 /// CRC (else only that `buf` is exactly one batch).
-pub(crate) fn open_batch<'a>(
+fn open_batch<'a>(
     buf: &'a [u8],
     verify: bool,
     scratch: &'a mut Vec<u8>,
