@@ -167,6 +167,11 @@ fn read_returns_whole_batches_within_the_byte_budget_but_at_least_one() {
         read_bases(&mut segment, 12, size(2, 6)),
         vec![10, 15, 20, 25]
     );
+    // More batches than a read looks ahead at (it then reads the whole budget at once).
+    let all: Vec<i64> = (0..10).map(|i| i * 5).collect();
+    assert_eq!(read_bases(&mut segment, 0, size(0, 10)), all);
+    assert_eq!(read_bases(&mut segment, 0, size(0, 10) - 1), all[..9]);
+    assert_eq!(read_bases(&mut segment, 0, size(0, 9) + 1), all[..9]);
 }
 
 #[test]

@@ -31,7 +31,7 @@ use super::error::IoResultExt;
 use super::io::{file_system, OpenMode};
 use super::keys::KeyIndex;
 use super::loader;
-use super::record::{self, BatchHeader, NewRecord, Record};
+use super::record::{self, BatchHeader, MemoryRecords, NewRecord, Record};
 use super::retention::{self, RetentionOutcome, SegmentFacts};
 use super::segment::{LogSegment, SegmentParams};
 use super::{now_ms, EngineError, LogConfig, Result};
@@ -486,29 +486,67 @@ impl Log {
     /// Records with offset >= `start_offset`, whole batches, until `max_bytes` of batch data
     /// (always at least one batch if any exists). `OffsetOutOfRange` below the log start or
     /// past the log end; an empty vector at the log end.
+    ///
+    /// Each record is its own allocation; [`Self::read_into`] reads the same records without.
     pub fn read(&self, start_offset: i64, max_bytes: usize) -> Result<Vec<Record>> {
-        let (log_start_offset, log_end_offset) = {
-            let inner = self.lock();
-            (inner.log_start_offset, inner.log_end_offset)
-        };
-        if start_offset < log_start_offset || start_offset > log_end_offset {
-            return Err(EngineError::OffsetOutOfRange {
-                offset: start_offset,
-                log_start_offset,
-                log_end_offset,
-            });
-        }
-        let mut records = Vec::new();
-        for batch in self.read_batches(start_offset, max_bytes)? {
-            let decoded = record::decode_batch(&batch.bytes)?;
-            records.extend(
-                decoded
-                    .records
-                    .into_iter()
-                    .filter(|r| r.offset >= start_offset),
-            );
-        }
+        let mut memory = MemoryRecords::new();
+        self.read_into(start_offset, max_bytes, &mut memory)?;
+        let records = memory
+            .records()
+            .map(|r| r.map(|r| r.to_record()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(records)
+    }
+
+    /// [`Self::read`] into `records`, the fast way: the batches are read with one `pread` into
+    /// `records`' buffer (kept from earlier reads), each CRC checked once, compressed ones
+    /// decompressed once, and [`MemoryRecords::records`] then yields each record borrowed from
+    /// those bytes, without an allocation per record. What was in `records` is replaced; on an
+    /// error it is left empty. A malformed batch (records that do not parse or decompress) is
+    /// the error of [`MemoryRecords::records`] when the walk gets to it, as [`Self::read`]
+    /// gives it.
+    ///
+    /// ```no_run
+    /// # fn main() -> lmqfs::engine::Result<()> {
+    /// use lmqfs::engine::{Log, LogConfig, MemoryRecords};
+    /// let log = Log::open(std::path::Path::new("/var/lib/topic-0"), LogConfig::default())?;
+    /// let mut records = MemoryRecords::new();
+    /// let mut offset = log.log_start_offset();
+    /// while offset < log.log_end_offset() {
+    ///     log.read_into(offset, 1 << 20, &mut records)?;
+    ///     for record in records.records() {
+    ///         let record = record?;
+    ///         println!("{}: {:?}", record.offset, record.value);
+    ///     }
+    ///     offset = records.next_offset().unwrap_or(offset);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn read_into(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        records: &mut MemoryRecords,
+    ) -> Result<()> {
+        let (bytes, batches) = records.start_read(start_offset);
+        {
+            let mut inner = self.lock();
+            let (log_start_offset, log_end_offset) = (inner.log_start_offset, inner.log_end_offset);
+            if start_offset < log_start_offset || start_offset > log_end_offset {
+                return Err(EngineError::OffsetOutOfRange {
+                    offset: start_offset,
+                    log_start_offset,
+                    log_end_offset,
+                });
+            }
+            if let Some(e) = self.unavailable_error() {
+                return Err(e);
+            }
+            inner.read_into(start_offset, max_bytes, bytes, batches)?;
+        }
+        records.finish_read();
+        Ok(())
     }
 
     /// Raw batches from the one containing `start_offset` (it may begin before it), until
@@ -1303,6 +1341,30 @@ impl LogInner {
             }
         }
         Ok(Vec::new())
+    }
+
+    /// See [`Log::read_into`]: [`Self::read_batches`] into `buf` (see
+    /// [`LogSegment::read_into`]).
+    fn read_into(
+        &mut self,
+        start_offset: i64,
+        max_bytes: usize,
+        buf: &mut Vec<u8>,
+        batches: &mut Vec<(BatchHeader, usize)>,
+    ) -> Result<()> {
+        let from = self
+            .segments
+            .range(..=start_offset)
+            .next_back()
+            .map(|(&base, _)| base)
+            .unwrap_or(i64::MIN);
+        for (_, segment) in self.segments.range_mut(from..) {
+            segment.read_into(start_offset, max_bytes, buf, batches)?;
+            if !batches.is_empty() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Facts about every closed segment, oldest first.

@@ -26,7 +26,7 @@ pub use log::{AppendInfo, Log, ViewGeneration};
 pub use manager::CleanupSettings;
 pub use manager::LogManager;
 pub use offsets::{ConsumerOffsets, GroupPartition, CONSUMER_OFFSETS_TOPIC};
-pub use record::{Compression, Header, NewRecord, Record, TimestampType};
+pub use record::{Compression, Header, MemoryRecords, NewRecord, Record, TimestampType};
 pub use retention::RetentionOutcome;
 
 /// Milliseconds since the Unix epoch, as Kafka timestamps are.

@@ -35,6 +35,10 @@ pub fn parse_segment_file_name(name: &str, suffix: &str) -> Option<i64> {
     stem.parse().ok()
 }
 
+/// Batch headers a read looks at, past the first batch, to end its pread where a batch ends
+/// (see `LogSegment::read_extent`).
+const READ_EXTENT_HOPS: usize = 8;
+
 /// Where a batch sits in a segment's `.log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLocation {
@@ -506,18 +510,40 @@ impl LogSegment {
         start_offset: i64,
         max_bytes: usize,
     ) -> Result<Vec<(BatchHeader, Vec<u8>)>> {
+        let mut buf = Vec::new();
+        let mut batches = Vec::new();
+        self.read_into(start_offset, max_bytes, &mut buf, &mut batches)?;
+        Ok(batches
+            .into_iter()
+            .map(|(header, at)| (header, buf[at..at + header.total_size()].to_vec()))
+            .collect())
+    }
+
+    /// [`Self::read`] into `buf`, with one pread and no copy: the batches are
+    /// `buf[at..at + header.total_size()]` for each `(header, at)` pushed onto `batches`, back
+    /// to back from `buf[0]`. `buf` is grown when too short, never shrunk, so a reader that
+    /// keeps it reads without allocating; bytes after the last batch are left as they are.
+    /// `batches` is cleared first; it stays empty past the segment's last batch.
+    pub fn read_into(
+        &mut self,
+        start_offset: i64,
+        max_bytes: usize,
+        buf: &mut Vec<u8>,
+        batches: &mut Vec<(BatchHeader, usize)>,
+    ) -> Result<()> {
+        batches.clear();
         let Some(first) = self.find_batch(start_offset)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        // One pread for the whole range, extended to cover at least the first batch.
-        let end = (first.position as u64 + max_bytes.max(first.header.total_size()) as u64)
-            .min(self.size as u64);
-        let mut buf = vec![0u8; (end - first.position as u64) as usize];
+        let len = self.read_extent(&first, max_bytes)?;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let buf = &mut buf[..len];
         let path = self.log_path();
         self.file
-            .read_exact_at(&mut buf, first.position as u64)
+            .read_exact_at(buf, first.position as u64)
             .at(&path)?;
-        let mut batches = Vec::new();
         let mut at = 0usize;
         while at + LOG_OVERHEAD <= buf.len() {
             // Damage after a good batch ends this answer; the next read starts at the damage
@@ -540,17 +566,42 @@ impl LogSegment {
                 }
                 break;
             }
-            let bytes = &buf[at..at + total];
-            if let Err(e) = record::batch::verify_batch(bytes) {
+            if let Err(e) = record::batch::verify_batch(&buf[at..at + total]) {
                 if batches.is_empty() {
                     return Err(self.corrupt(first.position + at as u32, e));
                 }
                 break;
             }
-            batches.push((header, bytes.to_vec()));
+            batches.push((header, at));
             at += total;
         }
-        Ok(batches)
+        Ok(())
+    }
+
+    /// How many bytes from `first` a read of `max_bytes` takes in one pread: at least the
+    /// first batch, and up to `max_bytes`, ending where a batch ends when the next few batch
+    /// headers show where (a batch cut by `max_bytes` would be read only to be dropped: with
+    /// large batches that is a quarter of a 1 MiB read). Past [`READ_EXTENT_HOPS`] headers the
+    /// batches are small, and the read takes `max_bytes` whole. A header that does not parse
+    /// ends the extent there, where the read stops anyway.
+    fn read_extent(&self, first: &BatchLocation, max_bytes: usize) -> Result<usize> {
+        let start = first.position as u64;
+        let limit = start
+            .saturating_add(max_bytes.max(first.header.total_size()) as u64)
+            .min(self.size as u64);
+        let mut end = start + first.header.total_size() as u64;
+        for _ in 0..READ_EXTENT_HOPS {
+            if end >= limit {
+                return Ok((end.min(limit) - start) as usize);
+            }
+            match self.header_at(end as u32) {
+                Ok(Some(header)) if end + header.total_size() as u64 <= limit => {
+                    end += header.total_size() as u64;
+                }
+                _ => return Ok((end - start) as usize),
+            }
+        }
+        Ok((limit - start) as usize)
     }
 
     /// The offset after this segment's last batch (scans from the last index entry).

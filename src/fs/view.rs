@@ -62,7 +62,7 @@ use crate::fs::filesystem::LmqFs;
 use crate::fs::json::write_record_json;
 use crate::fs::node::{PartitionId, ViewId, ViewKind};
 use crate::storage::{
-    decode_batch, for_each_record_verified, AppendInfo, FetchedBatch, Partition, Record,
+    decode_batch, for_each_record_in_verified, AppendInfo, FetchedBatch, Partition, Record,
     StorageError, ViewGeneration,
 };
 
@@ -505,7 +505,7 @@ impl ViewMap {
         let mut stopped = false;
         match self.kind {
             ViewKind::Log => {
-                for_each_record_verified(&fetched.bytes, offset, scratch, |r| {
+                for_each_record_in_verified(&fetched.bytes, offset, scratch, |r| {
                     let seen = Seen {
                         offset: r.offset,
                         value: r.value,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use crate::engine::log::{AppendInfo, FetchedBatch, LogStats, RollOutcome, SegmentInfo};
 pub use crate::engine::record::batch::{
-    decode_batch, for_each_record, for_each_record_verified, RecordRef,
+    decode_batch, for_each_record, for_each_record_in_verified, RecordRef,
 };
 pub use crate::engine::{now_ms, EngineError as StorageError, Result};
 pub use crate::engine::{

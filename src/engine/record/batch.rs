@@ -469,27 +469,346 @@ pub fn verify_batch(buf: &[u8]) -> Result<BatchHeader, RecordError> {
 /// records. Compressed records may expand to at most
 /// [`compression::MAX_DECOMPRESSED_BYTES`].
 pub fn decode_batch(buf: &[u8]) -> Result<DecodedBatch, RecordError> {
-    let header = verify_batch(buf)?;
-    let codec = header.compression()?;
-    let section = &buf[BATCH_HEADER_SIZE..];
-    let records = if codec == Compression::None {
-        decode_records(&header, section)?
-    } else {
-        let raw = compression::decompress(codec, section)?;
-        decode_records(&header, &raw)?
-    };
+    let mut scratch = Vec::new();
+    let (header, section) = open_batch(buf, true, &mut scratch)?;
+    let records = decode_records(&header, section)?;
     Ok(DecodedBatch { header, records })
 }
 
-/// A record of a batch, borrowed from the batch's bytes: what [`for_each_record`] visits.
-/// Its headers are not parsed (views of values do not need them); use [`decode_batch`] for
-/// whole records.
+/// A record of a batch, borrowed from the batch's (or its decompressed records') bytes: what
+/// [`for_each_record`] and [`BatchRecords`] yield. Every field was checked as
+/// [`decode_batch`] checks it (header keys are UTF-8); [`RecordRef::to_record`] makes the
+/// owned [`Record`] `decode_batch` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
     pub offset: i64,
     pub timestamp: i64,
+    pub timestamp_type: TimestampType,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    pub headers: HeadersRef<'a>,
+}
+
+impl RecordRef<'_> {
+    /// The record, owned.
+    pub fn to_record(&self) -> Record {
+        Record {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            timestamp_type: self.timestamp_type,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self
+                .headers
+                .iter()
+                .map(|(key, value)| Header {
+                    key: key.to_owned(),
+                    value: value.map(<[u8]>::to_vec),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The headers of a [`RecordRef`], still encoded: `count` headers of (varint key length, UTF-8
+/// key, varint value length (-1 = null), value), checked when the record was parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadersRef<'a> {
+    count: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> HeadersRef<'a> {
+    /// How many headers the record has.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the record has no headers.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Each header's key and value (`None` = null), in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        let mut c = Cursor {
+            buf: self.bytes,
+            index: 0,
+        };
+        // `record_ref` parsed these bytes with the same steps and they passed, so no step
+        // fails here; were one to, the header would be skipped rather than a panic.
+        (0..self.count).map(move |_| c.header().unwrap_or(("", None)))
+    }
+}
+
+/// The records of one batch's records section (uncompressed), in order, borrowed from it;
+/// records before `from_offset` are skipped by their length prefix alone (see
+/// [`for_each_record`]). Yields exactly the records [`decode_batch`] returns (those from
+/// `from_offset`), and the same [`RecordError`] where one is malformed, after which it ends.
+/// It checks the declared count against the records found and, once all were read, that no
+/// bytes follow them.
+///
+/// [`BatchRecords::next_record`] is the loop for callers that stop at the first error (`?`).
+#[derive(Clone)]
+pub struct BatchRecords<'a> {
+    rest: &'a [u8],
+    /// The index of the next record.
+    index: usize,
+    /// The declared `records_count`, checked non-negative.
+    count: usize,
+    context: RecordContext,
+    from_offset: i64,
+    /// Set after an error, or once the end was checked.
+    done: bool,
+}
+
+impl std::fmt::Debug for BatchRecords<'_> {
+    /// Where the walk is, not the bytes left.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchRecords")
+            .field("index", &self.index)
+            .field("count", &self.count)
+            .field("bytes_left", &self.rest.len())
+            .field("from_offset", &self.from_offset)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> BatchRecords<'a> {
+    /// The records of `section`, the records of the batch whose header is `header` (after
+    /// decompression when the batch is compressed), from `from_offset`. A negative
+    /// `records_count` is [`RecordError::RecordCountMismatch`].
+    pub fn new(
+        header: &BatchHeader,
+        section: &'a [u8],
+        from_offset: i64,
+    ) -> Result<BatchRecords<'a>, RecordError> {
+        let declared = header.records_count;
+        let Ok(count) = usize::try_from(declared) else {
+            return Err(RecordError::RecordCountMismatch {
+                declared,
+                actual: 0,
+            });
+        };
+        Ok(BatchRecords {
+            rest: section,
+            index: 0,
+            count,
+            context: RecordContext {
+                base_offset: header.base_offset,
+                base_timestamp: header.base_timestamp,
+                max_timestamp: header.max_timestamp,
+                timestamp_type: header.timestamp_type(),
+            },
+            from_offset,
+            done: false,
+        })
+    }
+
+    /// A walk that has ended: no records.
+    pub(crate) fn empty() -> BatchRecords<'static> {
+        BatchRecords {
+            rest: &[],
+            index: 0,
+            count: 0,
+            context: RecordContext {
+                base_offset: 0,
+                base_timestamp: 0,
+                max_timestamp: 0,
+                timestamp_type: TimestampType::CreateTime,
+            },
+            from_offset: 0,
+            done: true,
+        }
+    }
+
+    /// The next record, `None` after the last; an error ends the walk (later calls return
+    /// `None`).
+    #[inline(always)]
+    pub fn next_record(&mut self) -> Result<Option<RecordRef<'a>>, RecordError> {
+        if let Some(record) = self.next_common() {
+            return Ok(Some(record));
+        }
+        self.next_in_full()
+    }
+
+    /// [`Self::next_record`] of any record, any position, any error: the careful parse.
+    #[inline(never)]
+    fn next_in_full(&mut self) -> Result<Option<RecordRef<'a>>, RecordError> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.step() {
+            Ok(found) => Ok(found),
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// The next record when it has the common shape: at or after `from_offset`, every
+    /// varint of at most 3 bytes, no headers, and not in the last few bytes of the section
+    /// (so each varint is one 4-byte load). `None` for anything else, the state then
+    /// untouched: [`Self::next_in_full`] takes over and parses it (or finds the error) as
+    /// [`decode_batch`] would. Where both parse a record they agree: same fields, same checks.
+    #[inline(always)]
+    pub(crate) fn next_common(&mut self) -> Option<RecordRef<'a>> {
+        let index = self.index;
+        if self.done || index >= self.count {
+            return None;
+        }
+        let ctx = &self.context;
+        let offset_base = ctx.base_offset;
+        if offset_base.wrapping_add(index as i64) < self.from_offset {
+            return None;
+        }
+        let rest = self.rest;
+        let (body_len, mut at) = short_varint_at(rest, 0)?;
+        let body_len = usize::try_from(body_len).ok()?;
+        let body_end = at.checked_add(body_len)?;
+        if body_end > rest.len() {
+            return None;
+        }
+        at += 1; // attributes
+        let (timestamp_delta, used) = short_varint_at(rest, at)?;
+        at = used;
+        let (offset_delta, used) = short_varint_at(rest, at)?;
+        at = used;
+        let (key_len, used) = short_varint_at(rest, at)?;
+        at = used;
+        let key = match key_len {
+            -1 => None,
+            len => {
+                let end = at + usize::try_from(len).ok()?;
+                let key = rest.get(at..end)?;
+                at = end;
+                Some(key)
+            }
+        };
+        let (value_len, used) = short_varint_at(rest, at)?;
+        at = used;
+        let value = match value_len {
+            -1 => None,
+            len => {
+                let end = at + usize::try_from(len).ok()?;
+                let value = rest.get(at..end)?;
+                at = end;
+                Some(value)
+            }
+        };
+        // No headers: a header count of 0, and the body ends there.
+        if at + 1 != body_end || rest[at] != 0 {
+            return None;
+        }
+        self.rest = &rest[body_end..];
+        self.index = index + 1;
+        let timestamp = match ctx.timestamp_type {
+            TimestampType::CreateTime => ctx.base_timestamp.wrapping_add(timestamp_delta as i64),
+            TimestampType::LogAppendTime => ctx.max_timestamp,
+        };
+        Some(RecordRef {
+            offset: offset_base.wrapping_add(offset_delta as i64),
+            timestamp,
+            timestamp_type: ctx.timestamp_type,
+            key,
+            value,
+            headers: HeadersRef {
+                count: 0,
+                bytes: &[],
+            },
+        })
+    }
+
+    /// The body of the next record, with its index; `None` after the last (then the end is
+    /// checked).
+    #[inline(always)]
+    fn next_body(&mut self) -> Result<Option<(usize, &'a [u8])>, RecordError> {
+        let index = self.index;
+        if index == self.count {
+            self.done = true;
+            if !self.rest.is_empty() {
+                return Err(trailing_bytes(self.count, self.rest.len()));
+            }
+            return Ok(None);
+        }
+        if self.rest.is_empty() {
+            return Err(RecordError::RecordCountMismatch {
+                declared: self.count as i32,
+                actual: index,
+            });
+        }
+        let mut cursor = Cursor {
+            buf: self.rest,
+            index,
+        };
+        let body_len = cursor.length("negative record length")?;
+        let body = cursor.take(body_len, "record body")?;
+        self.rest = cursor.buf;
+        self.index = index + 1;
+        Ok(Some((index, body)))
+    }
+
+    #[inline(always)]
+    fn step(&mut self) -> Result<Option<RecordRef<'a>>, RecordError> {
+        loop {
+            let Some((index, body)) = self.next_body()? else {
+                return Ok(None);
+            };
+            let base_offset = self.context.base_offset;
+            if base_offset.wrapping_add(index as i64) < self.from_offset {
+                // Offset deltas strictly increase from 0, so delta >= index: only a record
+                // whose index puts it before `from_offset` needs its delta read to know.
+                let mut c = Cursor { buf: body, index };
+                c.take(1, "attributes")?;
+                c.varlong()?;
+                if base_offset.wrapping_add(c.varint()? as i64) < self.from_offset {
+                    continue;
+                }
+            }
+            return record_ref(&self.context, index, body).map(Some);
+        }
+    }
+}
+
+impl<'a> Iterator for BatchRecords<'a> {
+    type Item = Result<RecordRef<'a>, RecordError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record().transpose()
+    }
+}
+
+/// The zigzag varint at `buf[at..]` and the position after it, read with one 4-byte load:
+/// `None` when it is longer than 3 bytes or fewer than 4 bytes are left (the careful reader
+/// decides those).
+#[inline(always)]
+fn short_varint_at(buf: &[u8], at: usize) -> Option<(i32, usize)> {
+    let word = u32::from_le_bytes(*buf.get(at..)?.first_chunk::<4>()?);
+    let (raw, used) = if word & 0x80 == 0 {
+        (word & 0x7f, 1)
+    } else if word & 0x8000 == 0 {
+        ((word & 0x7f) | ((word >> 1) & 0x3f80), 2)
+    } else if word & 0x80_0000 == 0 {
+        (
+            (word & 0x7f) | ((word >> 1) & 0x3f80) | ((word >> 2) & 0x1f_c000),
+            3,
+        )
+    } else {
+        return None;
+    };
+    Some((varint::zigzag_decode_i32(raw), at + used))
+}
+
+#[cold]
+#[inline(never)]
+fn trailing_bytes(count: usize, left: usize) -> RecordError {
+    RecordError::MalformedRecord {
+        index: count,
+        reason: format!("{left} bytes after the {count} declared records"),
+    }
 }
 
 /// Visits the records of one whole batch (`buf` is exactly one batch, CRC verified as
@@ -497,7 +816,7 @@ pub struct RecordRef<'a> {
 /// false. Only records with offset >= `from_offset` are visited; records of an uncompressed
 /// batch before it are skipped by their length prefix alone, so finding one record in a large
 /// batch reads each earlier record's first byte or two. A compressed batch is decompressed
-/// once into `scratch`. Returns the batch header.
+/// once into `scratch` (whose allocation is reused). Returns the batch header.
 ///
 /// The records visited are exactly those [`decode_batch`] returns; a malformed record is
 /// the same [`RecordError`] (records skipped by length are checked only for fitting).
@@ -510,9 +829,10 @@ pub fn for_each_record<'a>(
     for_each_record_in(buf, true, from_offset, scratch, visit)
 }
 
-/// [`for_each_record`] over a batch whose CRC was verified when it was read (every batch a
-/// fetch returns): the CRC is not computed again.
-pub fn for_each_record_verified<'a>(
+/// [`for_each_record`] of a batch whose CRC was verified when it was read (a batch from
+/// [`crate::engine::Log::read_batches`]): the CRC is not computed again, which for a large
+/// batch is most of the cost of visiting its records. Everything else is checked as there.
+pub fn for_each_record_in_verified<'a>(
     buf: &'a [u8],
     from_offset: i64,
     scratch: &'a mut Vec<u8>,
@@ -528,10 +848,14 @@ fn for_each_record_in<'a>(
     scratch: &'a mut Vec<u8>,
     mut visit: impl FnMut(RecordRef<'a>) -> bool,
 ) -> Result<BatchHeader, RecordError> {
-    walk_records(buf, verify, from_offset, scratch, |context, index, body| {
-        let record = record_ref(context, index, body)?;
-        Ok(record.offset < from_offset || visit(record))
-    })
+    let (header, section) = open_batch(buf, verify, scratch)?;
+    let mut records = BatchRecords::new(&header, section, from_offset)?;
+    while let Some(record) = records.next_record()? {
+        if !visit(record) {
+            break;
+        }
+    }
+    Ok(header)
 }
 
 /// The record at `offset` in one whole batch (CRC verified), decoded alone: the records before
@@ -549,27 +873,19 @@ pub fn find_record_in_verified(buf: &[u8], offset: i64) -> Result<Option<Record>
 
 fn find_record_in(buf: &[u8], verify: bool, offset: i64) -> Result<Option<Record>, RecordError> {
     let mut scratch = Vec::new();
-    let mut found = None;
-    walk_records(buf, verify, offset, &mut scratch, |context, index, body| {
-        let record = decode_record(context, index, body)?;
-        if record.offset == offset {
-            found = Some(record);
-        }
-        Ok(false)
-    })?;
-    Ok(found)
+    let (header, section) = open_batch(buf, verify, &mut scratch)?;
+    let first = BatchRecords::new(&header, section, offset)?.next_record()?;
+    Ok(first.filter(|r| r.offset == offset).map(|r| r.to_record()))
 }
 
-/// The loop of [`for_each_record`]: calls `visit` with each record's body from the first
-/// record whose offset may be >= `from_offset`, until it returns false. `verify`: check the
+/// The header and the (uncompressed) records section of one whole batch: `buf` itself past
+/// the header, or its records decompressed into `scratch` (cleared first). `verify`: check the
 /// CRC (else only that `buf` is exactly one batch).
-fn walk_records<'a>(
+fn open_batch<'a>(
     buf: &'a [u8],
     verify: bool,
-    from_offset: i64,
     scratch: &'a mut Vec<u8>,
-    visit: impl FnMut(&RecordContext, usize, &'a [u8]) -> Result<bool, RecordError>,
-) -> Result<BatchHeader, RecordError> {
+) -> Result<(BatchHeader, &'a [u8]), RecordError> {
     let header = if verify {
         verify_batch(buf)?
     } else {
@@ -583,73 +899,17 @@ fn walk_records<'a>(
     let section: &'a [u8] = if codec == Compression::None {
         &buf[BATCH_HEADER_SIZE..]
     } else {
-        *scratch = compression::decompress(codec, &buf[BATCH_HEADER_SIZE..])?;
+        scratch.clear();
+        compression::decompress_into(codec, &buf[BATCH_HEADER_SIZE..], scratch)?;
         scratch.as_slice()
     };
-    walk_section(&header, section, from_offset, visit)?;
-    Ok(header)
+    Ok((header, section))
 }
 
-/// Calls `visit` with each record's body in the (uncompressed) records `section` of the batch
-/// whose header is `header`, from the first record whose offset may be >= `from_offset`,
-/// until it returns false. Checks the declared count against the records found and that no
-/// bytes follow them (unless `visit` stopped early).
-fn walk_section<'a>(
-    header: &BatchHeader,
-    section: &'a [u8],
-    from_offset: i64,
-    mut visit: impl FnMut(&RecordContext, usize, &'a [u8]) -> Result<bool, RecordError>,
-) -> Result<(), RecordError> {
-    let declared = header.records_count;
-    let Ok(count) = usize::try_from(declared) else {
-        return Err(RecordError::RecordCountMismatch {
-            declared,
-            actual: 0,
-        });
-    };
-    let context = RecordContext {
-        base_offset: header.base_offset,
-        base_timestamp: header.base_timestamp,
-        max_timestamp: header.max_timestamp,
-        timestamp_type: header.timestamp_type(),
-    };
-    let mut rest = section;
-    for index in 0..count {
-        if rest.is_empty() {
-            return Err(RecordError::RecordCountMismatch {
-                declared,
-                actual: index,
-            });
-        }
-        let mut cursor = Cursor { buf: rest, index };
-        let body_len = cursor.varint()?;
-        let body_len =
-            usize::try_from(body_len).map_err(|_| cursor.malformed("negative record length"))?;
-        let body = cursor.take(body_len, "record body")?;
-        rest = cursor.buf;
-        if header.base_offset.wrapping_add(index as i64) < from_offset {
-            // Offset deltas strictly increase from 0, so delta >= index: only a record whose
-            // index puts it before `from_offset` needs its delta read to know.
-            let mut c = Cursor { buf: body, index };
-            c.take(1, "attributes")?;
-            c.varlong()?;
-            if header.base_offset.wrapping_add(c.varint()? as i64) < from_offset {
-                continue;
-            }
-        }
-        if !visit(&context, index, body)? {
-            return Ok(());
-        }
-    }
-    if !rest.is_empty() {
-        return Err(RecordError::MalformedRecord {
-            index: count,
-            reason: format!("{} bytes after the {count} declared records", rest.len()),
-        });
-    }
-    Ok(())
-}
-
+/// Parses the record `index` of a batch from its `body` (the bytes its length prefix covers).
+/// The one record parser: an owned record ([`decode_batch`]) is this and
+/// [`RecordRef::to_record`].
+#[inline(always)]
 fn record_ref<'a>(
     ctx: &RecordContext,
     index: usize,
@@ -664,19 +924,12 @@ fn record_ref<'a>(
     let header_count = c.varint()?;
     let header_count =
         usize::try_from(header_count).map_err(|_| c.malformed("negative header count"))?;
+    let headers = c.buf;
     for _ in 0..header_count {
-        let key_len = c.varint()?;
-        let key_len =
-            usize::try_from(key_len).map_err(|_| c.malformed("negative header key length"))?;
-        let key_bytes = c.take(key_len, "header key")?;
-        std::str::from_utf8(key_bytes).map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?;
-        c.nullable_slice("header value")?;
+        c.header()?;
     }
     if !c.buf.is_empty() {
-        return Err(c.malformed(&format!(
-            "{} bytes left over inside the record",
-            c.buf.len()
-        )));
+        return Err(c.left_over());
     }
     let timestamp = match ctx.timestamp_type {
         TimestampType::CreateTime => ctx.base_timestamp.wrapping_add(timestamp_delta),
@@ -685,8 +938,13 @@ fn record_ref<'a>(
     Ok(RecordRef {
         offset: ctx.base_offset.wrapping_add(offset_delta as i64),
         timestamp,
+        timestamp_type: ctx.timestamp_type,
         key,
         value,
+        headers: HeadersRef {
+            count: header_count,
+            bytes: headers,
+        },
     })
 }
 
@@ -827,14 +1085,15 @@ fn decode_records(header: &BatchHeader, section: &[u8]) -> Result<Vec<Record>, R
     // MIN_RECORD_SIZE bytes.
     let declared = usize::try_from(header.records_count).unwrap_or(0);
     let mut records = Vec::with_capacity(declared.min(section.len() / MIN_RECORD_SIZE));
-    walk_section(header, section, i64::MIN, |context, index, body| {
-        records.push(decode_record(context, index, body)?);
-        Ok(true)
-    })?;
+    let mut walk = BatchRecords::new(header, section, i64::MIN)?;
+    while let Some(record) = walk.next_record()? {
+        records.push(record.to_record());
+    }
     Ok(records)
 }
 
 /// What every record of a batch takes from its header.
+#[derive(Debug, Clone, Copy)]
 struct RecordContext {
     base_offset: i64,
     base_timestamp: i64,
@@ -842,56 +1101,16 @@ struct RecordContext {
     timestamp_type: TimestampType,
 }
 
-fn decode_record(ctx: &RecordContext, index: usize, body: &[u8]) -> Result<Record, RecordError> {
-    let mut c = Cursor { buf: body, index };
-    let _attributes = c.take(1, "attributes")?;
-    let timestamp_delta = c.varlong()?;
-    let offset_delta = c.varint()?;
-    let key = c.nullable_bytes("key")?;
-    let value = c.nullable_bytes("value")?;
-    let header_count = c.varint()?;
-    let header_count =
-        usize::try_from(header_count).map_err(|_| c.malformed("negative header count"))?;
-    // Each header takes at least 2 bytes (key length, value length).
-    let mut headers = Vec::with_capacity(header_count.min(c.buf.len() / 2));
-    for _ in 0..header_count {
-        let key_len = c.varint()?;
-        let key_len =
-            usize::try_from(key_len).map_err(|_| c.malformed("negative header key length"))?;
-        let key_bytes = c.take(key_len, "header key")?;
-        let key = std::str::from_utf8(key_bytes)
-            .map_err(|_| RecordError::HeaderKeyNotUtf8 { index })?
-            .to_owned();
-        let value = c.nullable_bytes("header value")?;
-        headers.push(Header { key, value });
-    }
-    if !c.buf.is_empty() {
-        return Err(c.malformed(&format!(
-            "{} bytes left over inside the record",
-            c.buf.len()
-        )));
-    }
-    let timestamp = match ctx.timestamp_type {
-        TimestampType::CreateTime => ctx.base_timestamp.wrapping_add(timestamp_delta),
-        TimestampType::LogAppendTime => ctx.max_timestamp,
-    };
-    Ok(Record {
-        offset: ctx.base_offset.wrapping_add(offset_delta as i64),
-        timestamp,
-        timestamp_type: ctx.timestamp_type,
-        key,
-        value,
-        headers,
-    })
-}
-
-/// Reads the fields of record `index` from the front of `buf`.
+/// Reads the fields of record `index` from the front of `buf`. The checks are inline and the
+/// errors built out of line, so the common path is a few compares per field.
 struct Cursor<'a> {
     buf: &'a [u8],
     index: usize,
 }
 
 impl<'a> Cursor<'a> {
+    #[cold]
+    #[inline(never)]
     fn malformed(&self, reason: &str) -> RecordError {
         RecordError::MalformedRecord {
             index: self.index,
@@ -899,6 +1118,8 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn varint_error(&self, e: VarintError) -> RecordError {
         RecordError::MalformedRecord {
             index: self.index,
@@ -906,50 +1127,95 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline]
+    #[cold]
+    #[inline(never)]
+    fn short(&self, len: usize, what: &str) -> RecordError {
+        self.malformed(&format!(
+            "{what} of {len} bytes but only {} left",
+            self.buf.len()
+        ))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bad_length(&self, len: i32, what: &str) -> RecordError {
+        self.malformed(&format!("{what} length {len}"))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn left_over(&self) -> RecordError {
+        self.malformed(&format!(
+            "{} bytes left over inside the record",
+            self.buf.len()
+        ))
+    }
+
+    #[inline(always)]
     fn varint(&mut self) -> Result<i32, RecordError> {
-        let (value, used) = read_varint(self.buf).map_err(|e| self.varint_error(e))?;
-        self.buf = &self.buf[used..];
-        Ok(value)
-    }
-
-    #[inline]
-    fn varlong(&mut self) -> Result<i64, RecordError> {
-        let (value, used) = read_varlong(self.buf).map_err(|e| self.varint_error(e))?;
-        self.buf = &self.buf[used..];
-        Ok(value)
-    }
-
-    #[inline]
-    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], RecordError> {
-        if len > self.buf.len() {
-            return Err(self.malformed(&format!(
-                "{what} of {len} bytes but only {} left",
-                self.buf.len()
-            )));
+        match read_varint(self.buf) {
+            Ok((value, used)) => {
+                self.buf = &self.buf[used..];
+                Ok(value)
+            }
+            Err(e) => Err(self.varint_error(e)),
         }
-        let (taken, rest) = self.buf.split_at(len);
-        self.buf = rest;
-        Ok(taken)
+    }
+
+    #[inline(always)]
+    fn varlong(&mut self) -> Result<i64, RecordError> {
+        match read_varlong(self.buf) {
+            Ok((value, used)) => {
+                self.buf = &self.buf[used..];
+                Ok(value)
+            }
+            Err(e) => Err(self.varint_error(e)),
+        }
+    }
+
+    /// A varint that must not be negative (the error says `negative` otherwise).
+    #[inline(always)]
+    fn length(&mut self, negative: &str) -> Result<usize, RecordError> {
+        let len = self.varint()?;
+        match usize::try_from(len) {
+            Ok(len) => Ok(len),
+            Err(_) => Err(self.malformed(negative)),
+        }
+    }
+
+    #[inline(always)]
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], RecordError> {
+        match self.buf.split_at_checked(len) {
+            Some((taken, rest)) => {
+                self.buf = rest;
+                Ok(taken)
+            }
+            None => Err(self.short(len, what)),
+        }
     }
 
     /// A varint length (-1 = null) and that many bytes.
-    #[inline]
-    fn nullable_bytes(&mut self, what: &str) -> Result<Option<Vec<u8>>, RecordError> {
-        Ok(self.nullable_slice(what)?.map(<[u8]>::to_vec))
-    }
-
-    /// [`Self::nullable_bytes`], borrowed.
-    #[inline]
+    #[inline(always)]
     fn nullable_slice(&mut self, what: &str) -> Result<Option<&'a [u8]>, RecordError> {
         match self.varint()? {
             -1 => Ok(None),
-            len if len < 0 => Err(self.malformed(&format!("{what} length {len}"))),
+            len if len < 0 => Err(self.bad_length(len, what)),
             len => Ok(Some(self.take(len as usize, what)?)),
         }
     }
-}
 
+    /// One record header: a key (UTF-8) and a nullable value.
+    fn header(&mut self) -> Result<(&'a str, Option<&'a [u8]>), RecordError> {
+        let key_len = self.varint()?;
+        let key_len =
+            usize::try_from(key_len).map_err(|_| self.malformed("negative header key length"))?;
+        let key_bytes = self.take(key_len, "header key")?;
+        let key = std::str::from_utf8(key_bytes)
+            .map_err(|_| RecordError::HeaderKeyNotUtf8 { index: self.index })?;
+        let value = self.nullable_slice("header value")?;
+        Ok((key, value))
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1524,6 +1790,37 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn for_each_record_in_verified_visits_what_for_each_record_visits() {
+        let records = sample_records();
+        for codec in Compression::ALL {
+            let buf = encode_batch(40, &records, codec, TimestampType::CreateTime, NOW).unwrap();
+            for from in 38..47 {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let (mut scratch_a, mut scratch_b) = (Vec::new(), Vec::new());
+                let ha = for_each_record(&buf, from, &mut scratch_a, |r| {
+                    a.push(r.to_record());
+                    true
+                });
+                let hb = for_each_record_in_verified(&buf, from, &mut scratch_b, |r| {
+                    b.push(r.to_record());
+                    true
+                });
+                assert_eq!((ha, &a), (hb, &b));
+                assert_eq!(
+                    a.first().map(|r| r.offset),
+                    Some(from.max(40)).filter(|o| *o < 45)
+                );
+            }
+            // Only the CRC is trusted: a batch sliced wrong is still refused.
+            let mut scratch = Vec::new();
+            assert!(
+                for_each_record_in_verified(&buf[..buf.len() - 1], 0, &mut scratch, |_| true)
+                    .is_err()
+            );
+        }
+    }
+
     fn arb_new_record() -> impl Strategy<Value = NewRecord> {
         let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40));
         (
@@ -1568,7 +1865,100 @@ mod tests {
         }
     }
 
+    /// The records of `section` by the careful parse alone (never the common-shape path),
+    /// then the error that ended the walk, if any.
+    fn walk_in_full<'a>(
+        header: &BatchHeader,
+        section: &'a [u8],
+        from_offset: i64,
+    ) -> Vec<Result<RecordRef<'a>, RecordError>> {
+        let mut walk = match BatchRecords::new(header, section, from_offset) {
+            Ok(walk) => walk,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut out = Vec::new();
+        loop {
+            match walk.next_in_full() {
+                Ok(Some(record)) => out.push(Ok(record)),
+                Ok(None) => return out,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// The same walk as users get it (the common-shape path first).
+    fn walk<'a>(
+        header: &BatchHeader,
+        section: &'a [u8],
+        from_offset: i64,
+    ) -> Vec<Result<RecordRef<'a>, RecordError>> {
+        match BatchRecords::new(header, section, from_offset) {
+            Ok(walk) => walk.collect(),
+            Err(e) => vec![Err(e)],
+        }
+    }
+
+    /// Records whose lengths and deltas cross the varint width boundaries (1, 2, 3, 4 bytes).
+    fn arb_sized_record() -> impl Strategy<Value = NewRecord> {
+        let len = proptest::sample::select(vec![0usize, 1, 15, 63, 64, 100, 8191, 8192, 70_000]);
+        (
+            proptest::option::of(len.clone()),
+            proptest::option::of(len),
+            any::<bool>(),
+            -100_000i64..100_000,
+        )
+            .prop_map(|(key, value, header, delta)| NewRecord {
+                key: key.map(|n| vec![b'k'; n]),
+                value: value.map(|n| vec![b'v'; n]),
+                headers: if header {
+                    vec![Header {
+                        key: "h".into(),
+                        value: None,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                timestamp: Some(NOW + delta),
+            })
+    }
+
     proptest! {
+        #[test]
+        fn the_common_path_agrees_with_the_careful_parse(
+            records in proptest::collection::vec(arb_sized_record(), 1..12),
+            plain in proptest::collection::vec(0usize..100, 0..200),
+            ts_type in arb_timestamp_type(),
+            from in 0i64..300,
+            mutations in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+            truncate_to in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            // Many small value records (deltas past 1 byte) then the sized ones.
+            let mut all: Vec<NewRecord> =
+                plain.iter().map(|n| NewRecord::value(vec![b'p'; *n])).collect();
+            all.extend(records);
+            let buf = encode_batch(100, &all, Compression::None, ts_type, NOW).unwrap();
+            let header = BatchHeader::parse(&buf).unwrap();
+            let mut section = buf[BATCH_HEADER_SIZE..].to_vec();
+            for (at, byte) in mutations {
+                let i = at.index(section.len());
+                section[i] = byte;
+            }
+            if let Some(t) = truncate_to {
+                section.truncate(t.index(section.len() + 1));
+            }
+            prop_assert_eq!(
+                walk(&header, &section, 100 + from),
+                walk_in_full(&header, &section, 100 + from)
+            );
+            for count in [0, 1, all.len() as i32 - 1, all.len() as i32 + 1, -1] {
+                let header = BatchHeader { records_count: count, ..header };
+                prop_assert_eq!(walk(&header, &section, 0), walk_in_full(&header, &section, 0));
+            }
+        }
+
         #[test]
         fn arbitrary_records_round_trip(
             base_offset in 0i64..1 << 50,

@@ -80,56 +80,84 @@ pub fn decompress_bounded(
     data: &[u8],
     max_bytes: usize,
 ) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::new();
+    decompress_bounded_into(codec, data, max_bytes, &mut out)?;
+    Ok(out)
+}
+
+/// [`decompress`], appending to `out`: a reader that keeps `out` decompresses batch after batch
+/// into the same allocation. On an error `out` holds its old bytes and possibly some of the
+/// new ones.
+pub fn decompress_into(
+    codec: Compression,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
+    decompress_bounded_into(codec, data, MAX_DECOMPRESSED_BYTES, out)
+}
+
+/// [`decompress_bounded`], appending to `out` (at most `max_bytes` more).
+fn decompress_bounded_into(
+    codec: Compression,
+    data: &[u8],
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
     match codec {
         Compression::None => {
             if data.len() > max_bytes {
                 return Err(too_large(codec, max_bytes));
             }
-            Ok(data.to_vec())
+            out.extend_from_slice(data);
+            Ok(())
         }
         Compression::Gzip => read_bounded(
             codec,
             flate2::read::MultiGzDecoder::new(data),
             data.len(),
             max_bytes,
+            out,
         ),
-        Compression::Snappy => snappy_decompress(data, max_bytes),
+        Compression::Snappy => snappy_decompress(data, max_bytes, out),
         Compression::Lz4 => read_bounded(
             codec,
             lz4_flex::frame::FrameDecoder::new(data),
             data.len(),
             max_bytes,
+            out,
         ),
         Compression::Zstd => {
             let decoder = zstd::stream::read::Decoder::with_buffer(data)
                 .map_err(|e| decompression_error(codec, e))?;
-            read_bounded(codec, decoder, data.len(), max_bytes)
+            read_bounded(codec, decoder, data.len(), max_bytes, out)
         }
     }
 }
 
-/// Reads `reader` to its end, failing once it yields more than `max_bytes`.
+/// Reads `reader` to its end onto `out`, failing once it yields more than `max_bytes`.
 fn read_bounded(
     codec: Compression,
     reader: impl Read,
     compressed_len: usize,
     max_bytes: usize,
-) -> Result<Vec<u8>, RecordError> {
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
     // A guess at the output size, so the common case grows the buffer once or twice; never
     // more than the bound, so a tiny bomb cannot reserve much up front.
     let guess = compressed_len.saturating_mul(4).min(max_bytes);
-    let mut out = Vec::with_capacity(guess);
+    out.reserve(guess);
+    let start = out.len();
     let limit = u64::try_from(max_bytes)
         .unwrap_or(u64::MAX)
         .saturating_add(1);
     reader
         .take(limit)
-        .read_to_end(&mut out)
+        .read_to_end(out)
         .map_err(|e| decompression_error(codec, e))?;
-    if out.len() > max_bytes {
+    if out.len() - start > max_bytes {
         return Err(too_large(codec, max_bytes));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Writes snappy-java's stream format: header, then length-prefixed raw blocks.
@@ -153,8 +181,9 @@ fn snappy_xerial_compress(data: &[u8]) -> Result<Vec<u8>, RecordError> {
     Ok(out)
 }
 
-/// Reads snappy-java's stream format if `data` starts with its magic, else one raw block.
-fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, RecordError> {
+/// Reads snappy-java's stream format if `data` starts with its magic, else one raw block,
+/// onto `out`.
+fn snappy_decompress(data: &[u8], max_bytes: usize, out: &mut Vec<u8>) -> Result<(), RecordError> {
     const CODEC: Compression = Compression::Snappy;
     let magic = &SNAPPY_XERIAL_HEADER[..8];
     let mut decoder = snap::raw::Decoder::new();
@@ -163,9 +192,13 @@ fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, RecordErr
         if len > max_bytes {
             return Err(too_large(CODEC, max_bytes));
         }
-        return decoder
-            .decompress_vec(data)
-            .map_err(|e| decompression_error(CODEC, e));
+        let start = out.len();
+        out.resize(start + len, 0);
+        let written = decoder
+            .decompress(data, &mut out[start..])
+            .map_err(|e| decompression_error(CODEC, e))?;
+        out.truncate(start + written);
+        return Ok(());
     }
     if data.len() < SNAPPY_XERIAL_HEADER.len() {
         return Err(RecordError::Decompression {
@@ -176,7 +209,7 @@ fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, RecordErr
     // The version fields are not checked: snappy-java itself accepts any version >= 1, and
     // the block layout has not changed since.
     let mut rest = &data[SNAPPY_XERIAL_HEADER.len()..];
-    let mut out = Vec::new();
+    let first = out.len();
     while !rest.is_empty() {
         let Some((len_bytes, after)) = rest.split_first_chunk::<4>() else {
             return Err(RecordError::Decompression {
@@ -197,7 +230,7 @@ fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, RecordErr
         let (block, next) = after.split_at(block_len);
         let block_out_len =
             snap::raw::decompress_len(block).map_err(|e| decompression_error(CODEC, e))?;
-        if block_out_len > max_bytes - out.len() {
+        if block_out_len > max_bytes - (out.len() - first) {
             return Err(too_large(CODEC, max_bytes));
         }
         let start = out.len();
@@ -208,7 +241,7 @@ fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, RecordErr
         out.truncate(start + written);
         rest = next;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn compression_error(codec: Compression, e: impl std::fmt::Display) -> RecordError {

@@ -35,13 +35,16 @@
 
 pub mod batch;
 pub mod compression;
+pub mod memory_records;
 pub mod varint;
 
 pub use batch::{
-    decode_batch, encode_batch, encode_value_batch, find_record, for_each_record, set_base_offset,
-    verify_batch, BatchHeader, DecodedBatch, RecordRef,
+    decode_batch, encode_batch, encode_value_batch, find_record, for_each_record,
+    for_each_record_in_verified, set_base_offset, verify_batch, BatchHeader, BatchRecords,
+    DecodedBatch, HeadersRef, RecordRef,
 };
 pub use compression::MAX_DECOMPRESSED_BYTES;
+pub use memory_records::MemoryRecords;
 
 /// Bytes in a v2 batch header, before the records.
 pub const BATCH_HEADER_SIZE: usize = 61;

@@ -92,26 +92,41 @@ fn write_unsigned(buf: &mut Vec<u8>, mut value: u64) {
 /// Reads a zigzag varint from the start of `buf`, returning the value and the bytes it used.
 #[inline]
 pub fn read_varint(buf: &[u8]) -> Result<(i32, usize), VarintError> {
-    // Fast path: most lengths and deltas in a batch fit one byte.
-    if let Some(&b) = buf.first() {
-        if b < 0x80 {
-            return Ok((zigzag_decode_i32(b as u32), 1));
+    match read_short(buf) {
+        Some((raw, used)) => Ok((zigzag_decode_i32(raw), used)),
+        None => {
+            let (raw, used) = read_unsigned(buf, MAX_VARINT_BYTES, 32)?;
+            Ok((zigzag_decode_i32(raw as u32), used))
         }
     }
-    let (raw, used) = read_unsigned(buf, MAX_VARINT_BYTES, 32)?;
-    Ok((zigzag_decode_i32(raw as u32), used))
 }
 
 /// Reads a zigzag varlong from the start of `buf`, returning the value and the bytes it used.
 #[inline]
 pub fn read_varlong(buf: &[u8]) -> Result<(i64, usize), VarintError> {
-    if let Some(&b) = buf.first() {
-        if b < 0x80 {
-            return Ok((zigzag_decode_i64(b as u64), 1));
+    match read_short(buf) {
+        Some((raw, used)) => Ok((zigzag_decode_i64(raw as u64), used)),
+        None => {
+            let (raw, used) = read_unsigned(buf, MAX_VARLONG_BYTES, 64)?;
+            Ok((zigzag_decode_i64(raw), used))
         }
     }
-    let (raw, used) = read_unsigned(buf, MAX_VARLONG_BYTES, 64)?;
-    Ok((zigzag_decode_i64(raw), used))
+}
+
+/// The fast path of both readers: a value of at most 3 bytes (21 bits, so never out of range
+/// for either width), which is every length, delta and count of a batch below 1 MiB. `None`
+/// when the value is longer, or `buf` ends inside it: the careful reader then decides.
+#[inline(always)]
+fn read_short(buf: &[u8]) -> Option<(u32, usize)> {
+    match *buf {
+        [b0, ..] if b0 < 0x80 => Some((b0 as u32, 1)),
+        [b0, b1, ..] if b1 < 0x80 => Some(((b0 & 0x7f) as u32 | (b1 as u32) << 7, 2)),
+        [b0, b1, b2, ..] if b2 < 0x80 => Some((
+            (b0 & 0x7f) as u32 | ((b1 & 0x7f) as u32) << 7 | (b2 as u32) << 14,
+            3,
+        )),
+        _ => None,
+    }
 }
 
 /// Reads an unsigned LEB128 value of at most `max_bytes` bytes and `width_bits` bits.
@@ -244,6 +259,16 @@ mod tests {
             write_varlong(&mut buf, value);
             prop_assert_eq!(buf.len(), varlong_size(value));
             prop_assert_eq!(read_varlong(&buf), Ok((value, buf.len())));
+        }
+
+        #[test]
+        fn the_fast_path_agrees_with_the_careful_reader(bytes in proptest::collection::vec(any::<u8>(), 0..12)) {
+            let careful32 = read_unsigned(&bytes, MAX_VARINT_BYTES, 32)
+                .map(|(raw, used)| (zigzag_decode_i32(raw as u32), used));
+            prop_assert_eq!(read_varint(&bytes), careful32);
+            let careful64 = read_unsigned(&bytes, MAX_VARLONG_BYTES, 64)
+                .map(|(raw, used)| (zigzag_decode_i64(raw), used));
+            prop_assert_eq!(read_varlong(&bytes), careful64);
         }
 
         #[test]
