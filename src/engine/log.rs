@@ -549,6 +549,49 @@ impl Log {
         Ok(())
     }
 
+    /// [`Self::read_into`] as the log was at view generation `generation` (see
+    /// [`Self::read_batches_at`]): whole batches from the one holding `start_offset` (it may
+    /// begin before it), without refusing offsets below the log start. The current
+    /// generation's batches are read straight into `records`' buffer; an older generation's
+    /// are copied in from [`Self::read_batches_at`].
+    pub fn read_into_at(
+        &self,
+        generation: u64,
+        start_offset: i64,
+        max_bytes: usize,
+        records: &mut MemoryRecords,
+    ) -> Result<()> {
+        if let Some(e) = self.unavailable_error() {
+            records.fill(start_offset, []);
+            return Err(e);
+        }
+        {
+            let mut inner = self.lock();
+            if generation >= inner.generation {
+                let (bytes, batches) = records.start_read(start_offset);
+                let read = inner.read_into(start_offset, max_bytes, bytes, batches);
+                drop(inner);
+                if read.is_err() {
+                    batches.clear();
+                }
+                records.finish_read();
+                return read;
+            }
+        }
+        let batches = match self.read_batches_at(generation, start_offset, max_bytes) {
+            Ok(batches) => batches,
+            Err(e) => {
+                records.fill(start_offset, []);
+                return Err(e);
+            }
+        };
+        records.fill(
+            start_offset,
+            batches.iter().map(|b| (b.header, b.bytes.as_slice())),
+        );
+        Ok(())
+    }
+
     /// Raw batches from the one containing `start_offset` (it may begin before it), until
     /// `max_bytes` (at least one batch if any exists). Unlike [`Self::read`] this does not refuse
     /// offsets below the log start offset: it serves whatever is still physically present, so a

@@ -61,10 +61,7 @@ use crate::fs::error::{FsError, FsResult};
 use crate::fs::filesystem::LmqFs;
 use crate::fs::json::write_record_json;
 use crate::fs::node::{PartitionId, ViewId, ViewKind};
-use crate::storage::{
-    decode_batch, for_each_record_in_verified, AppendInfo, FetchedBatch, Partition, Record,
-    StorageError, ViewGeneration,
-};
+use crate::storage::{AppendInfo, MemoryRecords, Partition, Record, StorageError, ViewGeneration};
 
 /// View bytes between checkpoints: bounds the forward scan of a read.
 pub const CHECKPOINT_INTERVAL_BYTES: u64 = 64 * 1024;
@@ -188,12 +185,13 @@ impl Damage {
 }
 
 /// Where one reader of a view (an open handle) stands: the record its last read stopped in
-/// and the batch holding it, so a sequential reader neither fetches nor walks that batch's
-/// first records again. Reads at other positions start from the checkpoints as usual.
+/// and the batches that read fetched (kept with their buffers), so a sequential reader fetches
+/// and walks each batch once, into buffers it reuses. A reader that reaches the view's end
+/// lets the buffers go. Reads at other positions start from the checkpoints as usual.
 #[derive(Debug, Default)]
 pub struct ReadState {
     cursor: Option<Cursor>,
-    batch: Option<FetchedBatch>,
+    records: MemoryRecords,
 }
 
 /// The position map of one (partition, view kind, generation). See the module docs.
@@ -443,46 +441,46 @@ impl ViewMap {
     /// a time. Returns the offset after the last batch that was fully visited (so a caller can
     /// skip trailing gaps left by compaction).
     ///
-    /// `carry` is a reader's batch kept between reads: a batch holding `start` there is
-    /// walked first instead of being fetched again, and the batch a stopped scan ends in is
-    /// left there for the next read.
+    /// `kept` is a reader's fetched batches, kept between reads: when they hold `start` they
+    /// are walked first instead of being fetched again, and the fetches reuse their buffers.
     fn scan(
         &self,
         start: i64,
         chunk_bytes: usize,
-        mut carry: Option<&mut Option<FetchedBatch>>,
+        kept: Option<&mut MemoryRecords>,
         mut visit: impl FnMut(&Seen) -> bool,
     ) -> FsResult<i64> {
+        let mut local = MemoryRecords::new();
+        let memory = kept.unwrap_or(&mut local);
         let mut offset = start;
-        let mut scratch = Vec::new();
-        let kept = carry
-            .as_deref_mut()
-            .and_then(Option::take)
-            .filter(|b| b.header.base_offset <= offset && offset < b.header.next_offset());
-        if let Some(batch) = kept {
-            if self.visit_batch(&batch, offset, &mut scratch, &mut visit)? {
-                if let Some(slot) = carry {
-                    *slot = Some(batch);
-                }
-                return Ok(offset);
-            }
-            offset = batch.header.next_offset();
-        }
+        let mut fetch = !memory.holds(offset);
         loop {
-            let batches = self
-                .log
-                .fetch(self.generation.generation, offset, chunk_bytes)?;
+            if fetch {
+                self.log
+                    .fetch_into(self.generation.generation, offset, chunk_bytes, memory)?;
+            }
+            fetch = true;
             let mut progressed = false;
-            for fetched in batches {
-                let next = fetched.header.next_offset();
+            for i in 0..memory.batch_count() {
+                let (header, mut records) = memory
+                    .batch_records(i, offset)
+                    .map_err(StorageError::from)?;
+                let next = header.next_offset();
                 if next <= offset {
                     continue;
                 }
-                if self.visit_batch(&fetched, offset, &mut scratch, &mut visit)? {
-                    if let Some(slot) = carry {
-                        *slot = Some(fetched);
+                while let Some(record) = records.next_record().map_err(StorageError::from)? {
+                    let stopped = match self.kind {
+                        ViewKind::Log => !visit(&Seen {
+                            offset: record.offset,
+                            value: record.value,
+                            record: None,
+                        }),
+                        ViewKind::Jsonl => !visit(&Seen::whole(&record.to_record())),
+                    };
+                    if stopped {
+                        return Ok(offset);
                     }
-                    return Ok(offset);
                 }
                 offset = next;
                 progressed = true;
@@ -491,42 +489,6 @@ impl ViewMap {
                 return Ok(offset);
             }
         }
-    }
-
-    /// Visits the records of one fetched batch (its CRC verified by the fetch) from `offset`
-    /// on; true when `visit` stopped.
-    fn visit_batch(
-        &self,
-        fetched: &FetchedBatch,
-        offset: i64,
-        scratch: &mut Vec<u8>,
-        visit: &mut impl FnMut(&Seen) -> bool,
-    ) -> FsResult<bool> {
-        let mut stopped = false;
-        match self.kind {
-            ViewKind::Log => {
-                for_each_record_in_verified(&fetched.bytes, offset, scratch, |r| {
-                    let seen = Seen {
-                        offset: r.offset,
-                        value: r.value,
-                        record: None,
-                    };
-                    stopped = !visit(&seen);
-                    !stopped
-                })
-                .map_err(StorageError::from)?;
-            }
-            ViewKind::Jsonl => {
-                let decoded = decode_batch(&fetched.bytes).map_err(StorageError::from)?;
-                for record in decoded.records.iter().filter(|r| r.offset >= offset) {
-                    if !visit(&Seen::whole(record)) {
-                        stopped = true;
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(stopped)
     }
 
     /// Maps every record up to the current log end and returns the view's length in bytes.
@@ -662,7 +624,7 @@ impl ViewMap {
         let scanned = self.scan(
             start.offset,
             chunk_bytes,
-            Some(&mut reader.batch),
+            Some(&mut reader.records),
             |record| {
                 if first {
                     first = false;
@@ -704,6 +666,10 @@ impl ViewMap {
             )));
         }
         reader.cursor = last;
+        if end == total {
+            // At the end (a `tail -f`, or the last read of a `cat`): nothing to keep.
+            reader.records = MemoryRecords::new();
+        }
         Ok(out)
     }
 

@@ -9,7 +9,9 @@ use super::{
     AppendInfo, CompactionOutcome, FetchedBatch, LogConfig, LogStats, NewRecord, Partition, Record,
     Result, RetentionOutcome, SegmentInfo, Storage, ViewGeneration,
 };
-use crate::engine::{now_ms, CleanerConfig, ConsumerOffsets, GroupPartition, Log, LogManager};
+use crate::engine::{
+    now_ms, CleanerConfig, ConsumerOffsets, GroupPartition, Log, LogManager, MemoryRecords,
+};
 
 impl Storage for LogManager {
     fn topics(&self) -> Vec<String> {
@@ -135,6 +137,17 @@ impl Partition for EmbeddedPartition {
 
     fn fetch(&self, generation: u64, offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
         self.log.read_batches_at(generation, offset, max_bytes)
+    }
+
+    fn fetch_into(
+        &self,
+        generation: u64,
+        offset: i64,
+        max_bytes: usize,
+        records: &mut MemoryRecords,
+    ) -> Result<()> {
+        self.log
+            .read_into_at(generation, offset, max_bytes, records)
     }
 
     fn read_record(&self, offset: i64) -> Result<Option<Record>> {

@@ -27,8 +27,8 @@ pub use crate::engine::record::batch::{
 };
 pub use crate::engine::{now_ms, EngineError as StorageError, Result};
 pub use crate::engine::{
-    CompactionOutcome, Header, LogConfig, NewRecord, Record, RetentionOutcome, TimestampType,
-    ViewGeneration,
+    CompactionOutcome, Header, LogConfig, MemoryRecords, NewRecord, Record, RetentionOutcome,
+    TimestampType, ViewGeneration,
 };
 
 /// Topics, their partitions and configs: the cluster-wide half of storage.
@@ -98,6 +98,31 @@ pub trait Partition: Send + Sync {
     /// Fetch: whole batches from the one holding `offset`, up to about `max_bytes` (at least
     /// one batch when any exists), as the log was at view generation `generation`.
     fn fetch(&self, generation: u64, offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>>;
+
+    /// [`Self::fetch`] into `records`, whose buffers a reader keeps from one fetch to the next
+    /// (what it held is replaced; empty after an error). By default a copy of what
+    /// [`Self::fetch`] returns.
+    fn fetch_into(
+        &self,
+        generation: u64,
+        offset: i64,
+        max_bytes: usize,
+        records: &mut MemoryRecords,
+    ) -> Result<()> {
+        match self.fetch(generation, offset, max_bytes) {
+            Ok(batches) => {
+                records.fill(
+                    offset,
+                    batches.iter().map(|b| (b.header, b.bytes.as_slice())),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                records.fill(offset, []);
+                Err(e)
+            }
+        }
+    }
 
     /// The record at `offset`: `OffsetOutOfRange` outside [log start, log end), `None` for an
     /// offset no record has (removed by compaction).

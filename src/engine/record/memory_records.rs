@@ -88,6 +88,49 @@ impl MemoryRecords {
             .map(|(header, at)| (header, &self.bytes[*at..*at + header.total_size()]))
     }
 
+    /// How many batches it holds.
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Whether one of its batches holds `offset` (between its base offset and its last).
+    pub fn holds(&self, offset: i64) -> bool {
+        self.batches
+            .iter()
+            .any(|(header, _)| header.base_offset <= offset && offset < header.next_offset())
+    }
+
+    /// Batch `i`'s header and its records from `from_offset` on (see [`BatchRecords::new`]),
+    /// walked in its records section as read (decompressed once, when it was read).
+    pub fn batch_records(
+        &self,
+        i: usize,
+        from_offset: i64,
+    ) -> Result<(&BatchHeader, BatchRecords<'_>), RecordError> {
+        let (header, section) = self.section(i)?;
+        Ok((header, BatchRecords::new(header, section, from_offset)?))
+    }
+
+    /// Replaces its content by `batches` (whole batches, CRC verified, in offset order) read
+    /// from `start_offset`: what a log fills it with when its batches come from elsewhere.
+    pub(crate) fn fill<'b>(
+        &mut self,
+        start_offset: i64,
+        batches: impl IntoIterator<Item = (BatchHeader, &'b [u8])>,
+    ) {
+        let (bytes, headers) = self.start_read(start_offset);
+        let mut at = 0;
+        for (header, batch) in batches {
+            if bytes.len() < at + batch.len() {
+                bytes.resize(at + batch.len(), 0);
+            }
+            bytes[at..at + batch.len()].copy_from_slice(batch);
+            headers.push((header, at));
+            at += batch.len();
+        }
+        self.finish_read();
+    }
+
     /// Every record from [`Self::start_offset`] on, in offset order, borrowed from the
     /// batches. A malformed record (in any batch, before the start offset too) is an error,
     /// and the last item.
