@@ -33,6 +33,14 @@ use super::retention::{self, RetentionOutcome, SegmentFacts};
 use super::segment::{LogSegment, SegmentParams};
 use super::{now_ms, EngineError, LogConfig, Result};
 
+thread_local! {
+    /// The buffer [`Log::append_values`] encodes into, kept by each thread between appends.
+    static ENCODE_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Above this capacity the buffer of an append is freed rather than kept for the next one.
+const MAX_KEPT_ENCODE_BUFFER_BYTES: usize = 4 << 20;
+
 /// What one append produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -367,17 +375,19 @@ impl Log {
         let now = now_ms();
         let mut encoded = Vec::new();
         let limit = config.max_message_bytes as usize;
-        let encode = |run: &[NewRecord]| {
-            record::encode_batch(
+        let encode = |out: &mut Vec<u8>, run: &[NewRecord]| {
+            let batch = record::encode_batch(
                 0,
                 run,
                 config.compression_type,
                 config.message_timestamp_type,
                 now,
-            )
+            )?;
+            out.extend_from_slice(&batch);
+            Ok(())
         };
         encode_within_limit(records, limit, &encode, &mut encoded)?;
-        self.append_encoded(encoded, records.len(), now, |keys, first_offset| {
+        self.append_encoded(&mut encoded, records.len(), now, |keys, first_offset| {
             for (i, r) in records.iter().enumerate() {
                 keys.apply(first_offset + i as i64, r.key.as_deref(), r.value.is_none());
             }
@@ -400,10 +410,10 @@ impl Log {
             )));
         }
         let now = now_ms();
-        let mut encoded = Vec::new();
         let limit = config.max_message_bytes as usize;
-        let encode = |run: &[&[u8]]| {
-            record::encode_value_batch(
+        let encode = |out: &mut Vec<u8>, run: &[&[u8]]| {
+            record::batch::encode_value_batch_into(
+                out,
                 0,
                 run,
                 config.compression_type,
@@ -411,26 +421,40 @@ impl Log {
                 now,
             )
         };
-        encode_within_limit(values, limit, &encode, &mut encoded)?;
-        self.append_encoded(encoded, values.len(), now, |keys, first_offset| {
-            keys.advance_to(first_offset + values.len() as i64);
-        })
+        // The batches are encoded into a buffer this thread keeps (a FUSE worker appends
+        // write after write of about 1 MiB: the same warm pages each time).
+        let mut encoded = ENCODE_BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        encoded.clear();
+        let appended = encode_within_limit(values, limit, &encode, &mut encoded).and_then(|()| {
+            self.append_encoded(&mut encoded, values.len(), now, |keys, first_offset| {
+                keys.advance_to(first_offset + values.len() as i64);
+            })
+        });
+        if encoded.capacity() <= MAX_KEPT_ENCODE_BUFFER_BYTES {
+            ENCODE_BUFFER.with(|b| *b.borrow_mut() = encoded);
+        }
+        appended
     }
 
-    /// Appends encoded batches (base offsets still to be set) holding `record_count` records
-    /// in one write, under the lock; `index_keys` brings a loaded key index up to date.
+    /// Appends `encoded`, the concatenation of encoded batches (base offsets still to be set)
+    /// holding `record_count` records, in one write under the lock; `index_keys` brings a
+    /// loaded key index up to date.
     fn append_encoded(
         &self,
-        mut encoded: Vec<Vec<u8>>,
+        encoded: &mut [u8],
         record_count: usize,
         now: i64,
         index_keys: impl FnOnce(&mut KeyIndex, i64),
     ) -> Result<AppendInfo> {
-        let total_bytes: usize = encoded.iter().map(Vec::len).sum();
-        let mut headers = encoded
-            .iter()
-            .map(|batch| BatchHeader::parse(batch))
-            .collect::<Result<Vec<_>, _>>()?;
+        let total_bytes = encoded.len();
+        let mut headers = Vec::with_capacity(1);
+        let mut position = 0;
+        while position < encoded.len() {
+            let header = BatchHeader::parse(&encoded[position..])?;
+            position += header.total_size();
+            headers.push(header);
+        }
+        debug_assert_eq!(position, encoded.len());
         let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
 
         let mut inner = self.lock_open()?;
@@ -442,18 +466,14 @@ impl Log {
         inner.maybe_roll(&self.dir, incoming, now)?;
         let first_offset = inner.log_end_offset;
         let mut next = first_offset;
-        for (batch, header) in encoded.iter_mut().zip(&mut headers) {
-            record::batch::set_base_offset(batch, next);
+        let mut position = 0;
+        for header in &mut headers {
+            record::batch::set_base_offset(&mut encoded[position..], next);
             header.base_offset = next;
             next = header.next_offset();
+            position += header.total_size();
         }
-        // One write: the batch itself when there is one, else their concatenation.
-        let data = if encoded.len() == 1 {
-            encoded.pop().expect("one batch")
-        } else {
-            encoded.concat()
-        };
-        inner.active_segment().append(&data, &headers)?;
+        inner.active_segment().append(encoded, &headers)?;
         inner.log_end_offset = next;
         if let Some(keys) = inner.keys.as_mut() {
             index_keys(keys, first_offset);
@@ -1470,21 +1490,24 @@ fn lock_unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Encodes `items` into as few batches as fit `limit` (`max.message.bytes`), by halving;
-/// `encode` makes one batch of a run of them. `RecordTooLarge` when one item alone does not fit.
+/// `encode` appends one batch of a run of them to `out`. `RecordTooLarge` when one item alone
+/// does not fit; `out` then holds the batches made before it.
 fn encode_within_limit<T>(
     items: &[T],
     limit: usize,
-    encode: &impl Fn(&[T]) -> std::result::Result<Vec<u8>, record::RecordError>,
-    out: &mut Vec<Vec<u8>>,
+    encode: &impl Fn(&mut Vec<u8>, &[T]) -> std::result::Result<(), record::RecordError>,
+    out: &mut Vec<u8>,
 ) -> Result<()> {
-    let batch = encode(items)?;
-    if batch.len() <= limit {
-        out.push(batch);
+    let start = out.len();
+    encode(out, items)?;
+    let size = out.len() - start;
+    if size <= limit {
         return Ok(());
     }
+    out.truncate(start);
     if items.len() == 1 {
         return Err(EngineError::RecordTooLarge {
-            size: batch.len(),
+            size,
             max_message_bytes: limit,
         });
     }
