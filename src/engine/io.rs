@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,6 +35,20 @@ pub trait FileHandle: Send + Sync + std::fmt::Debug {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`; on error some prefix of it may have been written.
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Writes the concatenation of `bufs` at `offset`, as [`Self::write_all_at`] would (the
+    /// same faults apply); the real file does it with `pwritev`, without joining them first.
+    fn write_all_vectored_at(&self, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+        match bufs {
+            [one] => self.write_all_at(one, offset),
+            _ => {
+                let mut joined = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+                for buf in bufs {
+                    joined.extend_from_slice(buf);
+                }
+                self.write_all_at(&joined, offset)
+            }
+        }
+    }
     /// fdatasync.
     fn sync_data(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
@@ -71,6 +85,9 @@ pub fn set_file_system(fs: Arc<dyn FileSystem>) -> bool {
     std::ptr::addr_eq(current, Arc::as_ptr(&fs))
 }
 
+/// Most slices one `pwritev` takes (Linux's `IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
+
 /// The operating system's files.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealFs;
@@ -84,6 +101,39 @@ impl FileHandle for RealFile {
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
+    }
+    fn write_all_vectored_at(&self, bufs: &[IoSlice<'_>], mut offset: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut slices = bufs.to_vec();
+        let mut rest = &mut slices[..];
+        IoSlice::advance_slices(&mut rest, 0);
+        while !rest.is_empty() {
+            let count = rest.len().min(MAX_IOVECS);
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix), and
+            // the `count` slices it points to outlive the call.
+            let written = unsafe {
+                libc::pwritev(
+                    self.0.as_raw_fd(),
+                    rest.as_ptr().cast::<libc::iovec>(),
+                    count as libc::c_int,
+                    offset as libc::off_t,
+                )
+            };
+            match written {
+                -1 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => {
+                    offset += n as u64;
+                    IoSlice::advance_slices(&mut rest, n as usize);
+                }
+            }
+        }
+        Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()

@@ -177,7 +177,7 @@ mod tests {
     fn values(split: &Split) -> Vec<String> {
         split
             .values()
-            .into_iter()
+            .iter()
             .map(|v| String::from_utf8(v.to_vec()).unwrap())
             .collect()
     }

@@ -279,29 +279,149 @@ pub fn encode_value_batch(
     timestamp_type: TimestampType,
     now_ms: i64,
 ) -> Result<Vec<u8>, RecordError> {
-    let mut out = Vec::new();
-    encode_value_batch_into(
-        &mut out,
-        base_offset,
-        values,
-        compression,
-        timestamp_type,
-        now_ms,
-    )?;
-    Ok(out)
+    let mut out = VectoredBatches::new(Vec::new(), usize::MAX);
+    encode_value_batch_vectored(&mut out, values, compression, timestamp_type, now_ms)?;
+    out.set_base_offset(0, base_offset);
+    Ok(out.into_buffer())
 }
 
-/// [`encode_value_batch`] appending the batch to `out` (which may already hold batches, and
-/// keeps its capacity for the next one); on error `out` is as it was.
+/// Batches encoded for one vectored write (`pwritev`): the bytes made here (batch headers,
+/// record prefixes, short values) and the long values, borrowed from the caller instead of
+/// copied, in write order. Base offsets are 0 until [`Self::set_base_offset`].
 ///
-/// The produce path: each value is copied once, behind a record prefix built on the stack, into
-/// a buffer sized exactly in a first pass; uncompressed, the header is known before the
-/// records (their count, the batch length and the timestamps all are), so the CRC-32C is
-/// computed a chunk at a time right behind the writing, while those bytes are still in cache.
-pub fn encode_value_batch_into(
-    out: &mut Vec<u8>,
-    base_offset: i64,
-    values: &[&[u8]],
+/// This is the produce path: a long value is read once (by the CRC) and copied once (by the
+/// kernel, into the page cache). A short one is cheaper to copy beside its prefix than to give
+/// its own `iovec`.
+#[derive(Debug)]
+pub struct VectoredBatches<'v> {
+    /// Headers, prefixes and short values.
+    own: Vec<u8>,
+    /// The write, in order: ranges of `own` and borrowed values.
+    pieces: Vec<Piece<'v>>,
+    /// Where each batch starts.
+    batches: Vec<BatchMark>,
+    /// Bytes of all the pieces.
+    len: usize,
+    /// Values at least this long are borrowed.
+    borrow_from: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Piece<'v> {
+    Own { start: usize, end: usize },
+    Borrowed(&'v [u8]),
+}
+
+/// Where a batch starts in a [`VectoredBatches`] (its header is at `own` in its own bytes).
+#[derive(Debug, Clone, Copy)]
+struct BatchMark {
+    own: usize,
+    pieces: usize,
+    len: usize,
+}
+
+impl<'v> VectoredBatches<'v> {
+    /// Batches made in `buffer` (emptied; a buffer kept from an earlier append saves
+    /// growing a new one), borrowing values of at least `borrow_from` bytes.
+    pub fn new(mut buffer: Vec<u8>, borrow_from: usize) -> Self {
+        buffer.clear();
+        VectoredBatches {
+            own: buffer,
+            pieces: Vec::new(),
+            batches: Vec::new(),
+            len: 0,
+            borrow_from,
+        }
+    }
+
+    /// The buffer of the bytes made here, for reuse (or, when nothing was borrowed, the batches
+    /// themselves).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.own
+    }
+
+    /// Bytes of all the batches.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many batches there are.
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Adds a batch encoded elsewhere (copied).
+    pub fn push_batch(&mut self, batch: &[u8]) {
+        let mark = self.mark();
+        self.own.extend_from_slice(batch);
+        self.seal_own(mark.own);
+        self.len += batch.len();
+        self.batches.push(mark);
+    }
+
+    /// Drops the batches from the `count`th on.
+    pub fn truncate_batches(&mut self, count: usize) {
+        if let Some(&mark) = self.batches.get(count) {
+            self.own.truncate(mark.own);
+            self.pieces.truncate(mark.pieces);
+            self.len = mark.len;
+            self.batches.truncate(count);
+        }
+    }
+
+    /// The first [`BATCH_HEADER_SIZE`] bytes of batch `index`.
+    pub fn header_bytes(&self, index: usize) -> &[u8] {
+        let at = self.batches[index].own;
+        &self.own[at..at + BATCH_HEADER_SIZE]
+    }
+
+    /// Sets the base offset of batch `index` (not covered by its CRC).
+    pub fn set_base_offset(&mut self, index: usize, base_offset: i64) {
+        let at = self.batches[index].own;
+        set_base_offset(&mut self.own[at..], base_offset);
+    }
+
+    /// The pieces to write, in order.
+    pub fn io_slices(&self) -> Vec<std::io::IoSlice<'_>> {
+        self.pieces
+            .iter()
+            .map(|piece| match *piece {
+                Piece::Own { start, end } => std::io::IoSlice::new(&self.own[start..end]),
+                Piece::Borrowed(value) => std::io::IoSlice::new(value),
+            })
+            .collect()
+    }
+
+    fn mark(&self) -> BatchMark {
+        BatchMark {
+            own: self.own.len(),
+            pieces: self.pieces.len(),
+            len: self.len,
+        }
+    }
+
+    /// Makes `own[start..]` the next piece (if it is not empty).
+    fn seal_own(&mut self, start: usize) {
+        let end = self.own.len();
+        if end > start {
+            self.pieces.push(Piece::Own { start, end });
+        }
+    }
+}
+
+/// [`encode_value_batch`] adding the batch to `out` (base offset 0); on error `out` is as it
+/// was.
+///
+/// Uncompressed, the header is known before the records (their count and the timestamps; the
+/// batch length is outside the CRC), so the CRC-32C is computed right behind the writing, while
+/// those bytes are still in cache, and over borrowed values where they are.
+pub fn encode_value_batch_vectored<'v>(
+    out: &mut VectoredBatches<'v>,
+    values: &[&'v [u8]],
     compression: Compression,
     timestamp_type: TimestampType,
     now_ms: i64,
@@ -316,7 +436,7 @@ pub fn encode_value_batch_into(
             reason: format!("{} records do not fit one batch", values.len()),
         })?;
     // One cheap pass for the room the records take at most, and to refuse a value the format
-    // cannot hold (the exact error comes from `value_record_size`).
+    // cannot hold (the exact error comes from `check_value_record`).
     let (mut value_bytes, mut longest) = (0usize, 0usize);
     for value in values {
         value_bytes += value.len();
@@ -324,12 +444,12 @@ pub fn encode_value_batch_into(
     }
     if longest > MAX_PLAIN_VALUE_BYTES {
         for (index, value) in values.iter().enumerate() {
-            value_record_size(index, value.len())?;
+            check_value_record(index, value.len())?;
         }
     }
     let room = value_bytes + values.len() * MAX_VALUE_RECORD_OVERHEAD;
     let batch = NewBatch {
-        base_offset,
+        base_offset: 0,
         last_index,
         last_offset_delta,
         base_timestamp: now_ms,
@@ -339,32 +459,76 @@ pub fn encode_value_batch_into(
     };
     if compression != Compression::None {
         let mut raw = Vec::with_capacity(room);
-        write_value_records(&mut raw, values, |_| {});
-        let sealed = finish_new_batch(raw, batch)?;
-        out.extend_from_slice(&sealed);
+        let mut offset_delta_size = OffsetDeltaSize::default();
+        for (index, value) in values.iter().enumerate() {
+            put_value_prefix(&mut raw, index, offset_delta_size.next(index), value.len());
+            raw.extend_from_slice(value);
+            raw.push(0);
+        }
+        out.push_batch(&finish_new_batch(raw, batch)?);
         return Ok(());
     }
-    // The CRC covers attributes..end, none of which depends on the batch's length: it is
-    // computed as the records are written, and `batch_length` filled in after them.
-    let start = out.len();
-    out.reserve(BATCH_HEADER_SIZE + room);
-    out.resize(start + BATCH_HEADER_SIZE, 0);
-    write_header(&batch.header(0), &mut out[start..]);
-    let mut crc = crc32c::crc32c(&out[start + ATTRIBUTES_OFFSET..]);
-    write_value_records(out, values, |chunk| crc = crc32c::crc32c_append(crc, chunk));
-    let batch_length = match batch_length(&out[start..], last_index) {
-        Ok(batch_length) => batch_length,
-        Err(e) => {
-            out.truncate(start);
-            return Err(e);
-        }
+    let mark = out.mark();
+    let own_room = if longest < out.borrow_from {
+        room
+    } else {
+        values.len() * MAX_VALUE_RECORD_OVERHEAD
     };
-    let buf = &mut out[start..];
-    buf[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
-    buf[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
-    debug_assert_eq!(verify_batch(buf).map(|h| h.crc), Ok(crc));
+    out.own.reserve(BATCH_HEADER_SIZE + own_room);
+    out.own.resize(mark.own + BATCH_HEADER_SIZE, 0);
+    write_header(&batch.header(0), &mut out.own[mark.own..]);
+    let mut crc = crc32c::crc32c(&out.own[mark.own + ATTRIBUTES_OFFSET..]);
+    // Own bytes not yet in a piece, and not yet in the CRC.
+    let (mut piece_from, mut crc_from) = (mark.own, mark.own + BATCH_HEADER_SIZE);
+    let mut borrowed = 0;
+    let mut offset_delta_size = OffsetDeltaSize::default();
+    for (index, &value) in values.iter().enumerate() {
+        put_value_prefix(
+            &mut out.own,
+            index,
+            offset_delta_size.next(index),
+            value.len(),
+        );
+        if value.len() >= out.borrow_from {
+            crc = crc32c::crc32c_append(crc, &out.own[crc_from..]);
+            crc = crc32c::crc32c_append(crc, value);
+            crc_from = out.own.len();
+            out.seal_own(piece_from);
+            out.pieces.push(Piece::Borrowed(value));
+            piece_from = out.own.len();
+            borrowed += value.len();
+        } else {
+            out.own.extend_from_slice(value);
+        }
+        out.own.push(0);
+        if out.own.len() - crc_from >= CRC_CHUNK_BYTES {
+            crc = crc32c::crc32c_append(crc, &out.own[crc_from..]);
+            crc_from = out.own.len();
+        }
+    }
+    crc = crc32c::crc32c_append(crc, &out.own[crc_from..]);
+    out.seal_own(piece_from);
+    let total = out.own.len() - mark.own + borrowed;
+    let Ok(batch_length) = i32::try_from(total - LOG_OVERHEAD) else {
+        out.own.truncate(mark.own);
+        out.pieces.truncate(mark.pieces);
+        return Err(RecordError::MalformedRecord {
+            index: last_index,
+            reason: format!("batch of {total} bytes exceeds the format's 2 GiB limit"),
+        });
+    };
+    let header = &mut out.own[mark.own..mark.own + BATCH_HEADER_SIZE];
+    header[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]
+        .copy_from_slice(&batch_length.to_be_bytes());
+    header[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    out.len += total;
+    out.batches.push(mark);
     Ok(())
 }
+
+/// How many own bytes the CRC of [`encode_value_batch_vectored`] lets pile up: few enough to
+/// still be in the L1/L2 cache.
+const CRC_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Values up to this long always make a record the format can hold (its body length, an
 /// `i32`, adds at most [`MAX_VALUE_RECORD_OVERHEAD`] bytes).
@@ -374,13 +538,9 @@ const MAX_PLAIN_VALUE_BYTES: usize = i32::MAX as usize - 32;
 /// delta, offset delta, key length, value length and header count.
 const MAX_VALUE_RECORD_OVERHEAD: usize = 5 + 1 + 1 + 5 + 1 + 5 + 1;
 
-/// How many finished record bytes [`write_value_records`] hands to its `finished` callback at
-/// a time: small enough to still be in the L1/L2 cache.
-const VALUE_CHUNK_BYTES: usize = 16 * 1024;
-
 /// Refuses a value whose record the format cannot hold (its length and its record's body length
 /// are `i32`s).
-fn value_record_size(index: usize, value_len: usize) -> Result<(), RecordError> {
+fn check_value_record(index: usize, value_len: usize) -> Result<(), RecordError> {
     let value_len = i32::try_from(value_len).map_err(|_| RecordError::MalformedRecord {
         index,
         reason: format!("value of {value_len} bytes exceeds the format's 2 GiB limit"),
@@ -399,43 +559,51 @@ fn value_record_size(index: usize, value_len: usize) -> Result<(), RecordError> 
     Ok(())
 }
 
-/// Appends the records of `values` (lengths checked by [`value_record_size`]) to `out`, and passes the appended bytes to `finished` in order, [`VALUE_CHUNK_BYTES`]
-/// or so at a time.
-///
-/// Each prefix byte is pushed on its own: assembled in a stack array and copied as one block,
-/// the copy waited on the byte stores (a store-forwarding stall that cost more than the rest of
-/// the loop).
-#[inline]
-fn write_value_records(out: &mut Vec<u8>, values: &[&[u8]], mut finished: impl FnMut(&[u8])) {
-    let mut done = out.len();
-    // The varint size of the offset delta, and the first delta that takes one byte more.
-    let (mut offset_delta_size, mut next_size_at) = (1, 64);
-    for (index, value) in values.iter().enumerate() {
-        let value_len = value.len() as i32;
-        let offset_delta = index as i32;
-        if index == next_size_at {
-            offset_delta_size += 1;
-            next_size_at <<= 7;
-        }
-        debug_assert_eq!(offset_delta_size, varint::varint_size(offset_delta));
-        let body_len =
-            4 + offset_delta_size as i32 + varint::varint_size(value_len) as i32 + value_len;
-        // Body length, attributes 0, timestamp delta 0, offset delta, key length -1, value
-        // length, value, header count 0.
-        put_varint(out, body_len);
-        out.push(0);
-        out.push(0);
-        put_varint(out, offset_delta);
-        out.push(1);
-        put_varint(out, value_len);
-        out.extend_from_slice(value);
-        out.push(0);
-        if out.len() - done >= VALUE_CHUNK_BYTES {
-            finished(&out[done..]);
-            done = out.len();
+/// The varint size of consecutive offset deltas 0, 1, 2...: one byte more at 64, 8192, ...
+#[derive(Debug)]
+struct OffsetDeltaSize {
+    size: usize,
+    next_size_at: usize,
+}
+
+impl Default for OffsetDeltaSize {
+    fn default() -> Self {
+        OffsetDeltaSize {
+            size: 1,
+            next_size_at: 64,
         }
     }
-    finished(&out[done..]);
+}
+
+impl OffsetDeltaSize {
+    /// The size for `index`, the one after the previous call's.
+    #[inline(always)]
+    fn next(&mut self, index: usize) -> usize {
+        if index == self.next_size_at {
+            self.size += 1;
+            self.next_size_at <<= 7;
+        }
+        debug_assert_eq!(self.size, varint::varint_size(index as i32));
+        self.size
+    }
+}
+
+/// Appends the record prefix of a plain value (lengths checked by [`check_value_record`]):
+/// body length, attributes 0, timestamp delta 0, offset delta, key length -1, value length.
+/// The value and the header count 0 follow it.
+///
+/// Each byte is pushed on its own: assembled in a stack array and copied as one block, the
+/// copy waited on the byte stores (a store-forwarding stall that cost more than the rest).
+#[inline(always)]
+fn put_value_prefix(out: &mut Vec<u8>, index: usize, offset_delta_size: usize, value_len: usize) {
+    let value_len = value_len as i32;
+    let body_len = 4 + offset_delta_size as i32 + varint::varint_size(value_len) as i32 + value_len;
+    put_varint(out, body_len);
+    out.push(0);
+    out.push(0);
+    put_varint(out, index as i32);
+    out.push(1);
+    put_varint(out, value_len);
 }
 
 /// Appends `value` as a zigzag varint to `out`.
@@ -1211,11 +1379,21 @@ mod tests {
         let records: Vec<NewRecord> = values.iter().cloned().map(NewRecord::value).collect();
         for codec in [Compression::None, Compression::Lz4] {
             let slow = encode_batch(3, &records, codec, TimestampType::CreateTime, NOW).unwrap();
-            let mut out = b"earlier".to_vec();
-            encode_value_batch_into(&mut out, 3, &refs, codec, TimestampType::CreateTime, NOW)
+            let fast = encode_value_batch(3, &refs, codec, TimestampType::CreateTime, NOW);
+            assert_eq!(fast.unwrap(), slow, "{codec:?}");
+            // Borrowing the values of 100 bytes and more, behind a batch already there.
+            let mut out = VectoredBatches::new(b"stale".to_vec(), 100);
+            out.push_batch(b"earlier");
+            encode_value_batch_vectored(&mut out, &refs, codec, TimestampType::CreateTime, NOW)
                 .unwrap();
-            assert_eq!(&out[..7], b"earlier");
-            assert_eq!(out[7..], slow[..], "{codec:?}");
+            out.set_base_offset(1, 3);
+            assert_eq!(out.batch_count(), 2);
+            assert_eq!(out.len(), 7 + slow.len());
+            let written: Vec<u8> = out.io_slices().iter().flat_map(|s| s.to_vec()).collect();
+            assert_eq!(&written[..7], b"earlier");
+            assert_eq!(written[7..], slow[..], "{codec:?}");
+            out.truncate_batches(1);
+            assert_eq!((out.batch_count(), out.len()), (1, 7));
         }
     }
 
