@@ -390,7 +390,7 @@ impl Log {
                 config.message_timestamp_type,
                 now,
             )?;
-            out.push_batch(&batch);
+            out.push_batch(batch);
             Ok(())
         };
         encode_within_limit(records, limit, &encode, &mut encoded)?;

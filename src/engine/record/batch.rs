@@ -354,12 +354,17 @@ impl<'v> VectoredBatches<'v> {
         self.batches.len()
     }
 
-    /// Adds a batch encoded elsewhere (copied).
-    pub fn push_batch(&mut self, batch: &[u8]) {
+    /// Adds a batch encoded elsewhere (taken over as the buffer when it is the first and the
+    /// buffer has less room, else copied).
+    pub fn push_batch(&mut self, batch: Vec<u8>) {
         let mark = self.mark();
-        self.own.extend_from_slice(batch);
-        self.seal_own(mark.own);
         self.len += batch.len();
+        if self.own.is_empty() && self.own.capacity() < batch.len() {
+            self.own = batch;
+        } else {
+            self.own.extend_from_slice(&batch);
+        }
+        self.seal_own(mark.own);
         self.batches.push(mark);
     }
 
@@ -465,7 +470,7 @@ pub fn encode_value_batch_vectored<'v>(
             raw.extend_from_slice(value);
             raw.push(0);
         }
-        out.push_batch(&finish_new_batch(raw, batch)?);
+        out.push_batch(finish_new_batch(raw, batch)?);
         return Ok(());
     }
     let mark = out.mark();
@@ -1383,7 +1388,7 @@ mod tests {
             assert_eq!(fast.unwrap(), slow, "{codec:?}");
             // Borrowing the values of 100 bytes and more, behind a batch already there.
             let mut out = VectoredBatches::new(b"stale".to_vec(), 100);
-            out.push_batch(b"earlier");
+            out.push_batch(b"earlier".to_vec());
             encode_value_batch_vectored(&mut out, &refs, codec, TimestampType::CreateTime, NOW)
                 .unwrap();
             out.set_base_offset(1, 3);
