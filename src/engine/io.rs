@@ -106,6 +106,7 @@ impl FileHandle for RealFile {
         use std::os::fd::AsRawFd;
         let mut slices = bufs.to_vec();
         let mut rest = &mut slices[..];
+        // Drops leading empty slices, so `rest` empties exactly when all is written.
         IoSlice::advance_slices(&mut rest, 0);
         while !rest.is_empty() {
             let count = rest.len().min(MAX_IOVECS);
@@ -529,5 +530,50 @@ impl FileSystem for FaultFs {
         RealFs.sync_dir(dir)?;
         state.dir_ops.retain(|op| op.dir() != Some(dir));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More slices than one `pwritev` takes, empty ones among them (first and last too).
+    fn pieces() -> (Vec<Vec<u8>>, Vec<u8>) {
+        let pieces: Vec<Vec<u8>> = (0..3000)
+            .map(|i: usize| vec![(i % 251) as u8; if i % 7 == 0 { 0 } else { i % 300 }])
+            .chain([Vec::new()])
+            .collect();
+        let joined = pieces.concat();
+        (pieces, joined)
+    }
+
+    #[test]
+    fn a_vectored_write_writes_the_concatenation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = RealFs.open(&path, OpenMode::Create).unwrap();
+        let (pieces, joined) = pieces();
+        let slices: Vec<IoSlice> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        file.write_all_at(b"head", 0).unwrap();
+        file.write_all_vectored_at(&slices, 4).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            [&b"head"[..], &joined].concat()
+        );
+    }
+
+    #[test]
+    fn a_torn_vectored_write_keeps_a_prefix_of_the_concatenation() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = FaultFs::new();
+        faults.watch(dir.path());
+        faults.fail(Op::Write, dir.path(), libc::EIO, 1, Some(1000));
+        let path = dir.path().join("f");
+        let file = faults.open(&path, OpenMode::Create).unwrap();
+        let (pieces, joined) = pieces();
+        let slices: Vec<IoSlice> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+        let err = file.write_all_vectored_at(&slices, 0).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        assert_eq!(std::fs::read(&path).unwrap(), joined[..1000]);
     }
 }

@@ -382,8 +382,8 @@ impl LogSegment {
         self.append_vectored(&[IoSlice::new(data)], batches)
     }
 
-    /// [`Self::append`] of the concatenation of `data` (one `pwritev`: the pieces are not
-    /// joined first).
+    /// [`Self::append`] of the concatenation of `data`, written by `pwritev` without joining
+    /// the pieces first.
     pub fn append_vectored(&mut self, data: &[IoSlice<'_>], batches: &[BatchHeader]) -> Result<()> {
         let data_len: usize = data.iter().map(|d| d.len()).sum();
         let new_size = self.size as u64 + data_len as u64;
