@@ -1,6 +1,7 @@
 //! One segment: a `.log` file of batches and its two indexes.
 
 use std::fs::File;
+use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -380,9 +381,16 @@ impl LogSegment {
     }
 
     /// Appends already-encoded batches (with final offsets) in one write, then indexes them.
-    /// `batches` are `(header, byte range in data)` in order; `data` is their concatenation.
+    /// `batches` are their headers, in order; `data` is their concatenation.
     pub fn append(&mut self, data: &[u8], batches: &[BatchHeader]) -> Result<()> {
-        let new_size = self.size as u64 + data.len() as u64;
+        self.append_vectored(&[IoSlice::new(data)], batches)
+    }
+
+    /// [`Self::append`] of the concatenation of `data`, written by `pwritev` without joining
+    /// the pieces first.
+    pub fn append_vectored(&mut self, data: &[IoSlice<'_>], batches: &[BatchHeader]) -> Result<()> {
+        let data_len: usize = data.iter().map(|d| d.len()).sum();
+        let new_size = self.size as u64 + data_len as u64;
         if new_size > u32::MAX as u64 {
             return Err(EngineError::InvalidArgument(format!(
                 "segment {} would exceed 4 GiB",
@@ -396,7 +404,7 @@ impl LogSegment {
         self.offset_index_mut()?.reserve(batches.len())?;
         self.time_index_mut()?.reserve(batches.len())?;
         let path = self.log_path();
-        if let Err(e) = self.file.write_all_at(data, self.size as u64) {
+        if let Err(e) = self.file.write_all_vectored_at(data, self.size as u64) {
             // A full disk or a failing device: whatever part of it was written is cut off
             // (best effort; if that fails too, `size` still hides it and the next append
             // overwrites it, and the next start truncates it).

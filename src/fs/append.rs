@@ -8,6 +8,8 @@
 //! has no newline) is longer than `max.message.bytes` fails the same way, in that write: such a
 //! line could never become a record, so its complete lines are not appended either.
 
+use std::borrow::Cow;
+
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::json::parse_record_line;
 use crate::storage::{NewRecord, StorageError};
@@ -129,13 +131,17 @@ pub struct Split<'d> {
 }
 
 impl<'d> Split<'d> {
-    /// The values of the complete lines of [`AppendFormat::Lines`], in order.
-    pub fn values(&self) -> Vec<&[u8]> {
-        self.joined
-            .as_deref()
-            .into_iter()
-            .chain(self.values.iter().copied())
-            .collect()
+    /// The values of the complete lines of [`AppendFormat::Lines`], in order (a copy of the
+    /// list only when the first line continues the pending tail).
+    pub fn values(&self) -> Cow<'_, [&[u8]]> {
+        match self.joined.as_deref() {
+            None => Cow::Borrowed(&self.values),
+            Some(joined) => Cow::Owned(
+                std::iter::once(joined)
+                    .chain(self.values.iter().copied())
+                    .collect(),
+            ),
+        }
     }
 
     /// How many records the write holds.
@@ -171,7 +177,7 @@ mod tests {
     fn values(split: &Split) -> Vec<String> {
         split
             .values()
-            .into_iter()
+            .iter()
             .map(|v| String::from_utf8(v.to_vec()).unwrap())
             .collect()
     }

@@ -240,27 +240,33 @@ fn finish_new_batch(body: Vec<u8>, batch: NewBatch) -> Result<Vec<u8>, RecordErr
         out
     };
     let batch_length = batch_length(&out, batch.last_index)?;
-    let mut attributes = batch.compression as i16;
-    if batch.timestamp_type == TimestampType::LogAppendTime {
-        attributes |= TIMESTAMP_TYPE_MASK;
-    }
-    let header = BatchHeader {
-        base_offset: batch.base_offset,
-        batch_length,
-        partition_leader_epoch: 0,
-        magic: MAGIC_V2,
-        crc: 0,
-        attributes,
-        last_offset_delta: batch.last_offset_delta,
-        base_timestamp: batch.base_timestamp,
-        max_timestamp: batch.max_timestamp,
-        producer_id: NO_PRODUCER_ID,
-        producer_epoch: NO_PRODUCER_EPOCH,
-        base_sequence: NO_SEQUENCE,
-        records_count: batch.last_offset_delta + 1,
-    };
-    seal(&header, &mut out);
+    seal(&batch.header(batch_length), &mut out);
     Ok(out)
+}
+
+impl NewBatch {
+    /// The header of this batch once its `batch_length` is known (CRC 0: [`seal`] sets it).
+    fn header(&self, batch_length: i32) -> BatchHeader {
+        let mut attributes = self.compression as i16;
+        if self.timestamp_type == TimestampType::LogAppendTime {
+            attributes |= TIMESTAMP_TYPE_MASK;
+        }
+        BatchHeader {
+            base_offset: self.base_offset,
+            batch_length,
+            partition_leader_epoch: 0,
+            magic: MAGIC_V2,
+            crc: 0,
+            attributes,
+            last_offset_delta: self.last_offset_delta,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+            records_count: self.last_offset_delta + 1,
+        }
+    }
 }
 
 /// Encodes plain values (no key, no headers, timestamp `now_ms`) as one v2 batch starting at
@@ -273,6 +279,158 @@ pub fn encode_value_batch(
     timestamp_type: TimestampType,
     now_ms: i64,
 ) -> Result<Vec<u8>, RecordError> {
+    let mut out = VectoredBatches::new(Vec::new(), usize::MAX);
+    encode_value_batch_vectored(&mut out, values, compression, timestamp_type, now_ms)?;
+    out.set_base_offset(0, base_offset);
+    Ok(out.into_buffer())
+}
+
+/// Batches encoded for one vectored write (`pwritev`): the bytes made here (batch headers,
+/// record prefixes, short values) and the long values, borrowed from the caller instead of
+/// copied, in write order. Base offsets are 0 until [`Self::set_base_offset`].
+///
+/// This is the produce path: a long value is read once (by the CRC) and copied once (by the
+/// kernel, into the page cache). A short one is cheaper to copy beside its prefix than to give
+/// its own `iovec`.
+#[derive(Debug)]
+pub struct VectoredBatches<'v> {
+    /// Headers, prefixes and short values.
+    own: Vec<u8>,
+    /// The write, in order: ranges of `own` and borrowed values.
+    pieces: Vec<Piece<'v>>,
+    /// Where each batch starts.
+    batches: Vec<BatchMark>,
+    /// Bytes of all the pieces.
+    len: usize,
+    /// Values at least this long are borrowed.
+    borrow_from: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Piece<'v> {
+    Own { start: usize, end: usize },
+    Borrowed(&'v [u8]),
+}
+
+/// Where a batch starts in a [`VectoredBatches`] (its header is at `own` in its own bytes).
+#[derive(Debug, Clone, Copy)]
+struct BatchMark {
+    own: usize,
+    pieces: usize,
+    len: usize,
+}
+
+impl<'v> VectoredBatches<'v> {
+    /// Batches made in `buffer` (emptied; a buffer kept from an earlier append saves
+    /// growing a new one), borrowing values of at least `borrow_from` bytes.
+    pub fn new(mut buffer: Vec<u8>, borrow_from: usize) -> Self {
+        buffer.clear();
+        VectoredBatches {
+            own: buffer,
+            pieces: Vec::new(),
+            batches: Vec::new(),
+            len: 0,
+            borrow_from,
+        }
+    }
+
+    /// The buffer of the bytes made here, for reuse (or, when nothing was borrowed, the batches
+    /// themselves).
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.own
+    }
+
+    /// Bytes of all the batches.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many batches there are.
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Adds a batch encoded elsewhere (taken over as the buffer when it is the first and the
+    /// buffer has less room, else copied).
+    pub fn push_batch(&mut self, batch: Vec<u8>) {
+        let mark = self.mark();
+        self.len += batch.len();
+        if self.own.is_empty() && self.own.capacity() < batch.len() {
+            self.own = batch;
+        } else {
+            self.own.extend_from_slice(&batch);
+        }
+        self.seal_own(mark.own);
+        self.batches.push(mark);
+    }
+
+    /// Drops the batches from the `count`th on.
+    pub fn truncate_batches(&mut self, count: usize) {
+        if let Some(&mark) = self.batches.get(count) {
+            self.own.truncate(mark.own);
+            self.pieces.truncate(mark.pieces);
+            self.len = mark.len;
+            self.batches.truncate(count);
+        }
+    }
+
+    /// The first [`BATCH_HEADER_SIZE`] bytes of batch `index`.
+    pub fn header_bytes(&self, index: usize) -> &[u8] {
+        let at = self.batches[index].own;
+        &self.own[at..at + BATCH_HEADER_SIZE]
+    }
+
+    /// Sets the base offset of batch `index` (not covered by its CRC).
+    pub fn set_base_offset(&mut self, index: usize, base_offset: i64) {
+        let at = self.batches[index].own;
+        set_base_offset(&mut self.own[at..], base_offset);
+    }
+
+    /// The pieces to write, in order.
+    pub fn io_slices(&self) -> Vec<std::io::IoSlice<'_>> {
+        self.pieces
+            .iter()
+            .map(|piece| match *piece {
+                Piece::Own { start, end } => std::io::IoSlice::new(&self.own[start..end]),
+                Piece::Borrowed(value) => std::io::IoSlice::new(value),
+            })
+            .collect()
+    }
+
+    fn mark(&self) -> BatchMark {
+        BatchMark {
+            own: self.own.len(),
+            pieces: self.pieces.len(),
+            len: self.len,
+        }
+    }
+
+    /// Makes `own[start..]` the next piece (if it is not empty).
+    fn seal_own(&mut self, start: usize) {
+        let end = self.own.len();
+        if end > start {
+            self.pieces.push(Piece::Own { start, end });
+        }
+    }
+}
+
+/// [`encode_value_batch`] adding the batch to `out` (base offset 0); on error `out` is as it
+/// was.
+///
+/// Uncompressed, the header is known before the records (their count and the timestamps; the
+/// batch length is outside the CRC), so the CRC-32C is computed right behind the writing, while
+/// those bytes are still in cache, and over borrowed values where they are.
+pub fn encode_value_batch_vectored<'v>(
+    out: &mut VectoredBatches<'v>,
+    values: &[&'v [u8]],
+    compression: Compression,
+    timestamp_type: TimestampType,
+    now_ms: i64,
+) -> Result<(), RecordError> {
     if values.is_empty() {
         return Err(RecordError::Empty);
     }
@@ -282,52 +440,186 @@ pub fn encode_value_batch(
             index: last_index,
             reason: format!("{} records do not fit one batch", values.len()),
         })?;
-    let records_bytes: usize = values.iter().map(|v| v.len() + 16).sum();
-    let mut raw = Vec::with_capacity(BATCH_HEADER_SIZE + records_bytes);
-    if compression == Compression::None {
-        raw.resize(BATCH_HEADER_SIZE, 0);
+    // One cheap pass for the room the records take at most, and to refuse a value the format
+    // cannot hold (the exact error comes from `check_value_record`).
+    let (mut value_bytes, mut longest) = (0usize, 0usize);
+    for value in values {
+        value_bytes += value.len();
+        longest = longest.max(value.len());
     }
-    for (index, value) in values.iter().enumerate() {
-        let value_len = i32::try_from(value.len()).map_err(|_| RecordError::MalformedRecord {
-            index,
-            reason: format!(
-                "value of {} bytes exceeds the format's 2 GiB limit",
-                value.len()
-            ),
-        })?;
-        let offset_delta = index as i32;
-        // attributes, timestamp delta 0, offset delta, null key, value, no headers.
-        let body_size = 1
-            + 1
-            + varint::varint_size(offset_delta)
-            + 1
-            + varint::varint_size(value_len)
-            + value.len()
-            + 1;
-        let body_len = i32::try_from(body_size).map_err(|_| RecordError::MalformedRecord {
-            index,
-            reason: format!("record of {body_size} bytes exceeds the format's 2 GiB limit"),
-        })?;
-        varint::write_varint(&mut raw, body_len);
-        raw.extend_from_slice(&[0, 0]);
-        varint::write_varint(&mut raw, offset_delta);
-        varint::write_varint(&mut raw, -1);
-        varint::write_varint(&mut raw, value_len);
-        raw.extend_from_slice(value);
-        raw.push(0);
+    if longest > MAX_PLAIN_VALUE_BYTES {
+        for (index, value) in values.iter().enumerate() {
+            check_value_record(index, value.len())?;
+        }
     }
-    finish_new_batch(
-        raw,
-        NewBatch {
-            base_offset,
-            last_index,
-            last_offset_delta,
-            base_timestamp: now_ms,
-            max_timestamp: now_ms,
-            compression,
-            timestamp_type,
-        },
-    )
+    let room = value_bytes + values.len() * MAX_VALUE_RECORD_OVERHEAD;
+    let batch = NewBatch {
+        base_offset: 0,
+        last_index,
+        last_offset_delta,
+        base_timestamp: now_ms,
+        max_timestamp: now_ms,
+        compression,
+        timestamp_type,
+    };
+    if compression != Compression::None {
+        let mut raw = Vec::with_capacity(room);
+        let mut offset_delta_size = OffsetDeltaSize::default();
+        for (index, value) in values.iter().enumerate() {
+            put_value_prefix(&mut raw, index, offset_delta_size.next(index), value.len());
+            raw.extend_from_slice(value);
+            raw.push(0);
+        }
+        out.push_batch(finish_new_batch(raw, batch)?);
+        return Ok(());
+    }
+    let mark = out.mark();
+    let own_room = if longest < out.borrow_from {
+        room
+    } else {
+        values.len() * MAX_VALUE_RECORD_OVERHEAD
+    };
+    out.own.reserve(BATCH_HEADER_SIZE + own_room);
+    out.own.resize(mark.own + BATCH_HEADER_SIZE, 0);
+    write_header(&batch.header(0), &mut out.own[mark.own..]);
+    let mut crc = crc32c::crc32c(&out.own[mark.own + ATTRIBUTES_OFFSET..]);
+    // Own bytes not yet in a piece, and not yet in the CRC.
+    let (mut piece_from, mut crc_from) = (mark.own, mark.own + BATCH_HEADER_SIZE);
+    let mut borrowed = 0;
+    let mut offset_delta_size = OffsetDeltaSize::default();
+    for (index, &value) in values.iter().enumerate() {
+        put_value_prefix(
+            &mut out.own,
+            index,
+            offset_delta_size.next(index),
+            value.len(),
+        );
+        if value.len() >= out.borrow_from {
+            crc = crc32c::crc32c_append(crc, &out.own[crc_from..]);
+            crc = crc32c::crc32c_append(crc, value);
+            crc_from = out.own.len();
+            out.seal_own(piece_from);
+            out.pieces.push(Piece::Borrowed(value));
+            piece_from = out.own.len();
+            borrowed += value.len();
+        } else {
+            out.own.extend_from_slice(value);
+        }
+        out.own.push(0);
+        if out.own.len() - crc_from >= CRC_CHUNK_BYTES {
+            crc = crc32c::crc32c_append(crc, &out.own[crc_from..]);
+            crc_from = out.own.len();
+        }
+    }
+    crc = crc32c::crc32c_append(crc, &out.own[crc_from..]);
+    out.seal_own(piece_from);
+    let total = out.own.len() - mark.own + borrowed;
+    let Ok(batch_length) = i32::try_from(total - LOG_OVERHEAD) else {
+        out.own.truncate(mark.own);
+        out.pieces.truncate(mark.pieces);
+        return Err(RecordError::MalformedRecord {
+            index: last_index,
+            reason: format!("batch of {total} bytes exceeds the format's 2 GiB limit"),
+        });
+    };
+    let header = &mut out.own[mark.own..mark.own + BATCH_HEADER_SIZE];
+    header[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]
+        .copy_from_slice(&batch_length.to_be_bytes());
+    header[CRC_OFFSET..ATTRIBUTES_OFFSET].copy_from_slice(&crc.to_be_bytes());
+    out.len += total;
+    out.batches.push(mark);
+    Ok(())
+}
+
+/// How many own bytes the CRC of [`encode_value_batch_vectored`] lets pile up: few enough to
+/// still be in the L1/L2 cache.
+const CRC_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Values up to this long always make a record the format can hold (its body length, an
+/// `i32`, adds at most [`MAX_VALUE_RECORD_OVERHEAD`] bytes).
+const MAX_PLAIN_VALUE_BYTES: usize = i32::MAX as usize - 32;
+
+/// Most bytes a plain value's record adds to the value: a body length, attributes, timestamp
+/// delta, offset delta, key length, value length and header count.
+const MAX_VALUE_RECORD_OVERHEAD: usize = 5 + 1 + 1 + 5 + 1 + 5 + 1;
+
+/// Refuses a value whose record the format cannot hold (its length and its record's body length
+/// are `i32`s).
+fn check_value_record(index: usize, value_len: usize) -> Result<(), RecordError> {
+    let value_len = i32::try_from(value_len).map_err(|_| RecordError::MalformedRecord {
+        index,
+        reason: format!("value of {value_len} bytes exceeds the format's 2 GiB limit"),
+    })?;
+    let body_size = 1
+        + 1
+        + varint::varint_size(index as i32)
+        + 1
+        + varint::varint_size(value_len)
+        + value_len as usize
+        + 1;
+    i32::try_from(body_size).map_err(|_| RecordError::MalformedRecord {
+        index,
+        reason: format!("record of {body_size} bytes exceeds the format's 2 GiB limit"),
+    })?;
+    Ok(())
+}
+
+/// The varint size of consecutive offset deltas 0, 1, 2...: one byte more at 64, 8192, ...
+#[derive(Debug)]
+struct OffsetDeltaSize {
+    size: usize,
+    next_size_at: usize,
+}
+
+impl Default for OffsetDeltaSize {
+    fn default() -> Self {
+        OffsetDeltaSize {
+            size: 1,
+            next_size_at: 64,
+        }
+    }
+}
+
+impl OffsetDeltaSize {
+    /// The size for `index`, the one after the previous call's.
+    #[inline(always)]
+    fn next(&mut self, index: usize) -> usize {
+        if index == self.next_size_at {
+            self.size += 1;
+            self.next_size_at <<= 7;
+        }
+        debug_assert_eq!(self.size, varint::varint_size(index as i32));
+        self.size
+    }
+}
+
+/// Appends the record prefix of a plain value (lengths checked by [`check_value_record`]):
+/// body length, attributes 0, timestamp delta 0, offset delta, key length -1, value length.
+/// The value and the header count 0 follow it.
+///
+/// Each byte is pushed on its own: assembled in a stack array and copied as one block, the
+/// copy waited on the byte stores (a store-forwarding stall that cost more than the rest).
+#[inline(always)]
+fn put_value_prefix(out: &mut Vec<u8>, index: usize, offset_delta_size: usize, value_len: usize) {
+    let value_len = value_len as i32;
+    let body_len = 4 + offset_delta_size as i32 + varint::varint_size(value_len) as i32 + value_len;
+    put_varint(out, body_len);
+    out.push(0);
+    out.push(0);
+    put_varint(out, index as i32);
+    out.push(1);
+    put_varint(out, value_len);
+}
+
+/// Appends `value` as a zigzag varint to `out`.
+#[inline(always)]
+fn put_varint(out: &mut Vec<u8>, value: i32) {
+    let mut v = varint::zigzag_encode_i32(value);
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 /// Re-encodes the `records` kept from the batch `original` (a non-empty subset of its records,
@@ -1366,6 +1658,35 @@ mod tests {
             encode_value_batch(0, &[], Compression::None, TimestampType::CreateTime, NOW),
             Err(RecordError::Empty)
         );
+    }
+
+    #[test]
+    fn long_value_batches_are_the_bytes_of_value_records() {
+        // Offset deltas of one, two and three varint bytes, values of one and two length bytes,
+        // and more than one CRC chunk; appended behind a batch already in the buffer.
+        let values: Vec<Vec<u8>> = (0..9000)
+            .map(|i: usize| vec![b'a' + (i % 26) as u8; (i * 7) % 150])
+            .collect();
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let records: Vec<NewRecord> = values.iter().cloned().map(NewRecord::value).collect();
+        for codec in [Compression::None, Compression::Lz4] {
+            let slow = encode_batch(3, &records, codec, TimestampType::CreateTime, NOW).unwrap();
+            let fast = encode_value_batch(3, &refs, codec, TimestampType::CreateTime, NOW);
+            assert_eq!(fast.unwrap(), slow, "{codec:?}");
+            // Borrowing the values of 100 bytes and more, behind a batch already there.
+            let mut out = VectoredBatches::new(b"stale".to_vec(), 100);
+            out.push_batch(b"earlier".to_vec());
+            encode_value_batch_vectored(&mut out, &refs, codec, TimestampType::CreateTime, NOW)
+                .unwrap();
+            out.set_base_offset(1, 3);
+            assert_eq!(out.batch_count(), 2);
+            assert_eq!(out.len(), 7 + slow.len());
+            let written: Vec<u8> = out.io_slices().iter().flat_map(|s| s.to_vec()).collect();
+            assert_eq!(&written[..7], b"earlier");
+            assert_eq!(written[7..], slow[..], "{codec:?}");
+            out.truncate_batches(1);
+            assert_eq!((out.batch_count(), out.len()), (1, 7));
+        }
     }
 
     #[test]

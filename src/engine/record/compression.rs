@@ -61,10 +61,26 @@ pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, RecordError>
                 .map_err(|e| compression_error(codec, e))?;
             encoder.finish().map_err(|e| compression_error(codec, e))
         }
-        Compression::Zstd => {
-            zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|e| compression_error(codec, e))
-        }
+        Compression::Zstd => zstd_compress(data).map_err(|e| compression_error(codec, e)),
     }
+}
+
+thread_local! {
+    /// Each thread's zstd context, kept between batches: making one per batch allocated and
+    /// set up its tables each time. The frames are the same bytes either way.
+    static ZSTD_COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    ZSTD_COMPRESSOR.with(|compressor| {
+        let mut compressor = compressor.borrow_mut();
+        let compressor = match compressor.as_mut() {
+            Some(compressor) => compressor,
+            None => compressor.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL)?),
+        };
+        compressor.compress(data)
+    })
 }
 
 /// Decompresses the records section of a batch, refusing to produce more than
