@@ -379,8 +379,8 @@ fn the_file_layer_survives_random_names_and_writes() {
             return;
         };
         if let Ok(opened) = fs_.open(ino, AccessMode::Write, false) {
-            let _ = fs_.write(ino, opened.fh, 0, data);
-            let _ = fs_.flush(ino, opened.fh);
+            let _ = fs_.write(ino, opened.fh, 0, data, 0);
+            let _ = fs_.flush(ino, opened.fh, 0);
             let _ = fs_.release(ino, opened.fh);
         }
     };
@@ -432,8 +432,8 @@ fn the_file_layer_survives_random_names_and_writes() {
             }
             if dirs[dir] == "t/0/keys" || dirs[dir] == "t/0/groups" {
                 if let Ok((entry, opened)) = fs_.create(parent, name, AccessMode::Write) {
-                    let _ = fs_.write(entry.attr.ino, opened.fh, 0, &data);
-                    let _ = fs_.flush(entry.attr.ino, opened.fh);
+                    let _ = fs_.write(entry.attr.ino, opened.fh, 0, &data, 0);
+                    let _ = fs_.flush(entry.attr.ino, opened.fh, 0);
                     let _ = fs_.release(entry.attr.ino, opened.fh);
                 }
             }

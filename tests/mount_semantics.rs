@@ -460,6 +460,29 @@ fn an_unterminated_last_line_is_appended_on_close() {
     assert_eq!(read_string(&m.path("t/0/from/3")), "xx-xx\nyy-yy\n");
 }
 
+/// A child that inherits an open `append` (here: a command run while the file is open; the
+/// descriptor is close-on-exec, so the child's exec closes its copy) does not cut the line
+/// its parent is writing: only the writer's close, or the last close, appends a partial line.
+#[test]
+fn a_child_closing_an_inherited_append_does_not_cut_the_parents_line() {
+    let Some(m) = Mount::new() else { return };
+    m.create_topic("t", 1);
+    let mut f = open_append(&m.path("t/0/append")).unwrap();
+    f.write_all(b"first half, ").unwrap();
+    for _ in 0..3 {
+        let status = std::process::Command::new("true").status().unwrap();
+        assert!(status.success());
+    }
+    assert_eq!(read_string(&m.path("t/0/log")), "");
+    f.write_all(b"second half\nand a tail").unwrap();
+    assert_eq!(read_string(&m.path("t/0/log")), "first half, second half\n");
+    drop(f);
+    assert_eq!(
+        read_string(&m.path("t/0/log")),
+        "first half, second half\nand a tail\n"
+    );
+}
+
 #[test]
 fn fsync_and_flush_make_records_durable() {
     let Some(m) = Mount::new() else { return };

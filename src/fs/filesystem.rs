@@ -240,6 +240,8 @@ pub(super) enum Handle {
         log: Arc<dyn Partition>,
         format: AppendFormat,
         pending: Mutex<PendingLine>,
+        /// The process whose write left the pending line (see [`LmqFs::flush`]).
+        writer: Mutex<Writer>,
     },
     View {
         map: Arc<ViewMap>,
@@ -298,6 +300,49 @@ struct RecordMemo {
     generation: u64,
     offset: i64,
     record: crate::storage::Record,
+}
+
+/// The process (thread group) that wrote last through an append handle, known from the thread
+/// id a request carries.
+#[derive(Debug, Default)]
+pub(super) struct Writer {
+    /// The thread of the last write, and its process when it could be found.
+    thread: u32,
+    process: Option<u32>,
+}
+
+impl Writer {
+    /// A write by thread `caller` left a pending line.
+    fn wrote(&mut self, caller: u32) {
+        if caller != self.thread || self.process.is_none() {
+            self.thread = caller;
+            self.process = process_of(caller);
+        }
+    }
+
+    /// Whether thread `caller` belongs to the process that wrote last. Unknown threads or
+    /// processes count as the writer, so the line is appended at that close as it always was.
+    fn is_writer(&self, caller: u32) -> bool {
+        if caller == 0 || caller == self.thread || self.thread == 0 {
+            return true;
+        }
+        match (self.process, process_of(caller)) {
+            (Some(writer), Some(closer)) => writer == closer,
+            _ => true,
+        }
+    }
+}
+
+/// The process (thread group id) of thread `tid`, from `/proc`.
+fn process_of(tid: u32) -> Option<u32> {
+    if tid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Tgid:"))
+        .and_then(|tgid| tgid.trim().parse().ok())
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1039,6 +1084,7 @@ impl LmqFs {
                     log,
                     format,
                     pending: Mutex::new(PendingLine::default()),
+                    writer: Mutex::new(Writer::default()),
                 }))
             }
             Node::RootControl
@@ -1191,7 +1237,15 @@ impl LmqFs {
 
     /// `write(2)` of `data` at file position `offset` (which only key files use: the others
     /// append or take commands whatever the position).
-    pub fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    /// A `write()` by thread `caller` (0: unknown).
+    pub fn write(
+        &self,
+        _ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        caller: u32,
+    ) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         let written = u32::try_from(data.len()).map_err(|_| FsError::invalid("write too large"))?;
         match &*handle {
@@ -1200,6 +1254,7 @@ impl LmqFs {
                 log,
                 format,
                 pending,
+                writer,
             } => {
                 self.check_writable_mount()?;
                 let mut pending = lock(pending);
@@ -1233,6 +1288,9 @@ impl LmqFs {
                     debug!("{partition}: appended {} records", split.len());
                 }
                 pending.commit(data, &split);
+                if !pending.is_empty() {
+                    lock(writer).wrote(caller);
+                }
                 Ok(written)
             }
             Handle::Writable { node, .. } => {
@@ -1266,6 +1324,7 @@ impl LmqFs {
             log,
             format,
             pending,
+            ..
         } = handle
         {
             let mut pending = lock(pending);
@@ -1280,9 +1339,19 @@ impl LmqFs {
         Ok(())
     }
 
-    /// Called on every `close()` of a descriptor.
-    pub fn flush(&self, _ino: u64, fh: u64) -> FsResult<()> {
+    /// Called on every `close()` of a descriptor, by thread `caller` (0: unknown). An append
+    /// file's unterminated last line is appended by the close of the process that wrote it
+    /// (so that close reports any error), not by the close of a process that only inherited
+    /// the descriptor: a child that forks and execs closes its copy, and that must not cut a
+    /// line its parent is still writing. The last close of the open file
+    /// ([`Self::release`]) appends it in any case.
+    pub fn flush(&self, _ino: u64, fh: u64, caller: u32) -> FsResult<()> {
         let handle = self.handle(fh)?;
+        if let Handle::Append { writer, .. } = &*handle {
+            if !lock(writer).is_writer(caller) {
+                return Ok(());
+            }
+        }
         self.append_pending(&handle, false)
     }
 
@@ -1493,8 +1562,8 @@ mod semantics_tests {
         fn write(&self, path: &str, data: &[u8]) -> FsResult<()> {
             let ino = self.ino(path)?;
             let fh = self.fs.open(ino, AccessMode::Write, false)?.fh;
-            let result = self.fs.write(ino, fh, 0, data).map(drop);
-            let closed = self.fs.flush(ino, fh);
+            let result = self.fs.write(ino, fh, 0, data, 0).map(drop);
+            let closed = self.fs.flush(ino, fh, 0);
             self.fs.release(ino, fh)?;
             result.and(closed)
         }
@@ -1674,13 +1743,13 @@ mod semantics_tests {
                 .unwrap();
         let ino = entry.attr.ino;
         assert_eq!(entry.attr.perm, 0o644);
-        f.fs.flush(ino, opened.fh).unwrap();
+        f.fs.flush(ino, opened.fh, 0).unwrap();
         assert!(
             matches!(f.ino("kv/0/keys/k"), Err(FsError::NotFound(_))),
             "not yet"
         );
-        f.fs.write(ino, opened.fh, 0, b"value").unwrap();
-        f.fs.flush(ino, opened.fh).unwrap();
+        f.fs.write(ino, opened.fh, 0, b"value", 0).unwrap();
+        f.fs.flush(ino, opened.fh, 0).unwrap();
         f.fs.release(ino, opened.fh).unwrap();
         assert_eq!(f.read("kv/0/keys/k").unwrap(), b"value");
         assert_eq!(f.read("kv/0/log").unwrap(), b"value\n", "one record");

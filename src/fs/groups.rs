@@ -373,7 +373,7 @@ mod tests {
         fs.mkdir(ROOT_INO, OsStr::new("t")).unwrap();
         let append = ino(&fs, "t/0/append").unwrap();
         let fh = fs.open(append, AccessMode::Write, false).unwrap().fh;
-        fs.write(append, fh, 0, b"aa\nbb\ncc\n").unwrap();
+        fs.write(append, fh, 0, b"aa\nbb\ncc\n", 0).unwrap();
         fs.release(append, fh).unwrap();
 
         // A new group through create, committed by the write.
@@ -391,10 +391,10 @@ mod tests {
             .unwrap();
         let g = entry.attr.ino;
         assert!(matches!(
-            fs.write(g, opened.fh, 0, b"4\n"),
+            fs.write(g, opened.fh, 0, b"4\n", 0),
             Err(FsError::Storage(StorageError::InvalidArgument(_)))
         ));
-        fs.write(g, opened.fh, 0, b"1\n").unwrap();
+        fs.write(g, opened.fh, 0, b"1\n", 0).unwrap();
         fs.release(g, opened.fh).unwrap();
         let names: Vec<String> = fs
             .readdir(groups)
@@ -414,7 +414,7 @@ mod tests {
         ));
         assert_eq!(fs.getattr(consume, Some(fh)).unwrap().attr.size, 6);
         assert_eq!(fs.read(consume, fh, 0, 4).unwrap(), b"bb\nc");
-        fs.flush(consume, fh).unwrap();
+        fs.flush(consume, fh, 0).unwrap();
         let g = ino(&fs, "t/0/groups/g").unwrap();
         let rfh = fs.open(g, AccessMode::Read, false).unwrap().fh;
         assert_eq!(fs.read(g, rfh, 0, 100).unwrap(), b"2\n");

@@ -519,7 +519,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -529,7 +529,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(ino.0, fh.0, offset, data) {
+        match self.fs.write(ino.0, fh.0, offset, data, req.pid()) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(refuse(
                 &format!("write of {} bytes to inode {ino}", data.len()),
@@ -540,13 +540,13 @@ impl Filesystem for FuseAdapter {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.fs.flush(ino.0, fh.0) {
+        match self.fs.flush(ino.0, fh.0, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(refuse(&format!("close of inode {ino}"), e)),
         }
