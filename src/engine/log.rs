@@ -1392,21 +1392,17 @@ struct Incoming {
 }
 
 impl LogInner {
-    /// See [`Log::read_batches`].
+    /// See [`Log::read_batches`]: [`Self::read_into`], each batch then copied out on its own.
     fn read_batches(&mut self, start_offset: i64, max_bytes: usize) -> Result<Vec<FetchedBatch>> {
-        let from = self
-            .segments
-            .range(..=start_offset)
-            .next_back()
-            .map(|(&base, _)| base)
-            .unwrap_or(i64::MIN);
-        for (_, segment) in self.segments.range_mut(from..) {
-            let batches = segment.read(start_offset, max_bytes)?;
-            if !batches.is_empty() {
-                return Ok(fetched(batches));
-            }
-        }
-        Ok(Vec::new())
+        let (mut buf, mut batches) = (Vec::new(), Vec::new());
+        self.read_into(start_offset, max_bytes, &mut buf, &mut batches)?;
+        Ok(batches
+            .into_iter()
+            .map(|(header, at)| FetchedBatch {
+                header,
+                bytes: buf[at..at + header.total_size()].to_vec(),
+            })
+            .collect())
     }
 
     /// See [`Log::read_into`]: [`Self::read_batches`] into `buf` (see

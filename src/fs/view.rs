@@ -441,8 +441,9 @@ impl ViewMap {
     /// a time. Returns the offset after the last batch that was fully visited (so a caller can
     /// skip trailing gaps left by compaction).
     ///
-    /// `kept` is a reader's fetched batches, kept between reads: when they hold `start` they
-    /// are walked first instead of being fetched again, and the fetches reuse their buffers.
+    /// `kept` is a reader's fetched batches, kept between reads: when they hold `start` (and
+    /// the map's generation is still the log's) they are walked first instead of being
+    /// fetched again, and the fetches reuse their buffers.
     fn scan(
         &self,
         start: i64,
@@ -453,7 +454,10 @@ impl ViewMap {
         let mut local = MemoryRecords::new();
         let memory = kept.unwrap_or(&mut local);
         let mut offset = start;
-        let mut fetch = !memory.holds(offset);
+        // Kept batches of an older generation are not reused: the log decides whether that
+        // generation is still readable (its files may be gone: `Gone`).
+        let mut fetch = !memory.holds(offset)
+            || self.log.view_generation().generation != self.generation.generation;
         loop {
             if fetch {
                 self.log
