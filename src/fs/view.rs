@@ -473,7 +473,15 @@ impl ViewMap {
                 if next <= offset {
                     continue;
                 }
-                while let Some(record) = records.next_record().map_err(StorageError::from)? {
+                loop {
+                    // The common record without a `Result` around it (the hot loop of `cat`).
+                    let record = match records.next_common() {
+                        Some(record) => record,
+                        None => match records.next_record().map_err(StorageError::from)? {
+                            Some(record) => record,
+                            None => break,
+                        },
+                    };
                     let stopped = match self.kind {
                         ViewKind::Log => !visit(&Seen {
                             offset: record.offset,
