@@ -1952,6 +1952,18 @@ mod state_tests {
         }
     }
 
+    /// `log`'s `log` view, mapped whole and its state stored; and the view's bytes.
+    fn stored_log_view(log: &Arc<Log>) -> (Arc<ViewMap>, Vec<u8>) {
+        let map = Arc::new(ViewMap::new(
+            partition(log),
+            ViewKind::Log,
+            log.view_generation(),
+        ));
+        let want = whole(&map);
+        assert!(store_view_state(std::slice::from_ref(&map)).unwrap());
+        (map, want)
+    }
+
     fn whole(map: &ViewMap) -> Vec<u8> {
         let len = map.len_bytes().unwrap();
         let (bytes, _) = map.read_with(0, len as usize + 1, None).unwrap();
@@ -2027,13 +2039,7 @@ mod state_tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         fill(&log, 0, 400);
-        let map = Arc::new(ViewMap::new(
-            partition(&log),
-            ViewKind::Log,
-            log.view_generation(),
-        ));
-        let want = whole(&map);
-        assert!(store_view_state(std::slice::from_ref(&map)).unwrap());
+        let (map, want) = stored_log_view(&log);
 
         let resumed = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         assert_eq!(resumed.len_bytes().unwrap(), want.len() as u64);
@@ -2075,13 +2081,7 @@ mod state_tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         fill(&log, 0, 100);
-        let map = Arc::new(ViewMap::new(
-            partition(&log),
-            ViewKind::Log,
-            log.view_generation(),
-        ));
-        let want = whole(&map);
-        assert!(store_view_state(std::slice::from_ref(&map)).unwrap());
+        let (map, want) = stored_log_view(&log);
         let good = log.load_view_state().unwrap();
         let generation = log.view_generation();
 
@@ -2267,13 +2267,7 @@ mod state_tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         fill(&log, 0, 100);
-        let map = Arc::new(ViewMap::new(
-            partition(&log),
-            ViewKind::Log,
-            log.view_generation(),
-        ));
-        whole(&map);
-        assert!(store_view_state(std::slice::from_ref(&map)).unwrap());
+        let (map, _) = stored_log_view(&log);
         let good = log.load_view_state().unwrap();
         let generation = log.view_generation().generation;
         let put = |bytes: &[u8]| assert!(log.store_view_state(generation, bytes).unwrap());
@@ -2334,13 +2328,7 @@ mod state_tests {
             log.append(&[NewRecord::value("more")]).unwrap();
             log.roll().unwrap();
         }
-        let map = Arc::new(ViewMap::new(
-            partition(&log),
-            ViewKind::Log,
-            log.view_generation(),
-        ));
-        let want = whole(&map);
-        assert!(store_view_state(std::slice::from_ref(&map)).unwrap());
+        let (_, want) = stored_log_view(&log);
         assert!(log.load_view_state().unwrap().len() > HEADER_READ_BYTES);
         let resumed = ViewMap::new(partition(&log), ViewKind::Log, log.view_generation());
         assert_eq!(resumed.lock().resumed_at, Some(log.log_end_offset()));
