@@ -29,11 +29,10 @@ fn lines(from: usize, to: usize) -> String {
         .collect()
 }
 
-/// A mount whose topic `t` has `BATCHES` batches in three 1 KiB segments (four batches each,
-/// the last four in the active one) and whose topic `other` has two records, stopped
-/// cleanly. Returns the mount (not running) and `t`'s partition directory.
-fn stopped_mount() -> Option<(Mount, PathBuf)> {
-    let mut m = Mount::with_options(common::MANUAL_CLEANUP)?;
+/// A running mount whose topic `t` has `BATCHES` batches in three 1 KiB segments (four
+/// batches each, the last four in the active one) and whose topic `other` has two records.
+fn filled_mount() -> Option<Mount> {
+    let m = Mount::with_options(common::MANUAL_CLEANUP)?;
     m.create_topic("t", 1);
     m.create_topic("other", 1);
     write_once(
@@ -46,6 +45,13 @@ fn stopped_mount() -> Option<(Mount, PathBuf)> {
         write_once(&m.path("t/0/append"), batch.as_bytes()).unwrap();
     }
     write_once(&m.path("other/0/append"), b"o1\no2\n").unwrap();
+    Some(m)
+}
+
+/// [`filled_mount`], stopped cleanly. Returns the mount (not running) and `t`'s partition
+/// directory.
+fn stopped_mount() -> Option<(Mount, PathBuf)> {
+    let mut m = filled_mount()?;
     let status = m.unmount();
     assert!(status.success(), "clean unmount: {status}");
     let dir = m.data.join("t-0");
@@ -302,21 +308,9 @@ fn a_flipped_byte_in_the_active_segment_under_the_marker_is_eio_at_that_position
 
 #[test]
 fn a_flipped_byte_in_unflushed_data_is_cut_by_recovery() {
-    let Some(mut m) = Mount::with_options(common::MANUAL_CLEANUP) else {
+    let Some(mut m) = filled_mount() else {
         return;
     };
-    m.create_topic("t", 1);
-    m.create_topic("other", 1);
-    write_once(
-        &m.path("t/config"),
-        b"segment.bytes=1024\nindex.interval.bytes=100\n",
-    )
-    .unwrap();
-    for b in 0..BATCHES {
-        let batch: String = (0..PER_BATCH).map(|i| line(b, i)).collect();
-        write_once(&m.path("t/0/append"), batch.as_bytes()).unwrap();
-    }
-    write_once(&m.path("other/0/append"), b"o1\no2\n").unwrap();
     // No flush since the last roll: the active segment is past the recovery point.
     m.kill9();
     let dir = m.data.join("t-0");
