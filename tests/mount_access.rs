@@ -32,16 +32,26 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-#[test]
-fn default_data_dir_needs_no_setup() {
+/// A scratch directory for a test that starts its own daemon, or `None` (skip or fail, by
+/// `LMQFS_REQUIRE_FUSE`) when this machine has no FUSE.
+fn scratch_dir() -> Option<tempfile::TempDir> {
     if !std::path::Path::new("/dev/fuse").exists() {
         common::skip_or_fail("/dev/fuse is missing");
-        return;
+        return None;
     }
-    let base = tempfile::Builder::new()
-        .prefix("lmqfs-test.")
-        .tempdir()
-        .unwrap();
+    Some(
+        tempfile::Builder::new()
+            .prefix("lmqfs-test.")
+            .tempdir()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn default_data_dir_needs_no_setup() {
+    let Some(base) = scratch_dir() else {
+        return;
+    };
     let mnt = base.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let xdg = base.path().join("xdg");
@@ -200,14 +210,9 @@ fn assert_private(dir: &std::path::Path) {
 /// cleaner's files) are the mounting user's alone, and another user can read none of it.
 #[test]
 fn the_data_dir_and_its_files_are_private_on_disk() {
-    if !std::path::Path::new("/dev/fuse").exists() {
-        common::skip_or_fail("/dev/fuse is missing");
+    let Some(base) = scratch_dir() else {
         return;
-    }
-    let base = tempfile::Builder::new()
-        .prefix("lmqfs-test.")
-        .tempdir()
-        .unwrap();
+    };
     // Others may traverse down to the data directory: only its own modes protect it.
     fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let mnt = base.path().join("mnt");
