@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime};
 use log::{debug, info};
 
 use crate::fs::append::{AppendFormat, PendingLine};
+use crate::fs::caller::process_of;
 use crate::fs::control::{self, OutcomeLog, Scope};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::follow::{StreamListener, StreamRead, StreamState};
@@ -331,18 +332,6 @@ impl Writer {
             _ => true,
         }
     }
-}
-
-/// The process (thread group id) of thread `tid`, from `/proc`.
-fn process_of(tid: u32) -> Option<u32> {
-    if tid == 0 {
-        return None;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Tgid:"))
-        .and_then(|tgid| tgid.trim().parse().ok())
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

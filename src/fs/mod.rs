@@ -8,6 +8,7 @@
 //! - [`filesystem`]: [`LmqFs`], every operation of the interface over inode numbers.
 //! - [`view`]: the byte mapping of `log` / `log.jsonl` / `from/<offset>` (sparse checkpoints).
 //! - [`append`]: lines written to `append` / `append.jsonl` into records.
+//! - [`caller`]: the thread behind a request (its process, its pending signals).
 //! - [`json`]: records as JSON, both ways.
 //! - [`control`]: `control` command parsing and the recent outcomes shown on read.
 //! - [`commands`]: writes to `control`, `config`, `partitions`; the command runner.
@@ -19,6 +20,7 @@
 //! - [`error`]: [`FsError`], mapped to errno in one place by the FUSE adapter.
 
 pub mod append;
+pub mod caller;
 pub mod commands;
 pub mod control;
 pub mod error;

@@ -31,6 +31,7 @@ use std::time::Duration;
 use fuser::{Errno, PollEvents, PollNotifier, ReplyData, ReplyPoll};
 use log::{debug, warn};
 
+use crate::fs::caller::ThreadStatus;
 use crate::fs::node::PartitionId;
 use crate::fs::{FsError, LmqFs, StreamListener, StreamRead};
 
@@ -312,18 +313,17 @@ impl StreamListener for Streams {
 /// Whether thread `tid` has a signal pending that it does not block (from
 /// `/proc/<tid>/status`: `SigPnd` for the thread, `ShdPnd` for its process, `SigBlk`).
 fn has_pending_signal(tid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+    let Some(status) = ThreadStatus::read(tid) else {
         // The reader is gone.
         return true;
     };
     let mask = |name: &str| -> u64 {
         status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .field(name)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
             .unwrap_or(0)
     };
-    (mask("SigPnd:") | mask("ShdPnd:")) & !mask("SigBlk:") != 0
+    (mask("SigPnd") | mask("ShdPnd")) & !mask("SigBlk") != 0
 }
 
 #[cfg(test)]
